@@ -1,0 +1,62 @@
+"""Model registry: ``create_model("name", num_classes=..., in_channels=..., input_size=..., mean=..., std=...)``.
+
+Every model is ``nn.Sequential(NormalizeLayer(mean, std), net)``: inputs are pixels in [0, 1]
+and normalisation is the first layer (registered buffers, so it follows the model to any
+device). The state-dict layout ``0.*`` / ``1.*`` matches Cohen et al.'s reference checkpoints.
+Families register themselves with ``@register_model("name")``, one file per family.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from torch import nn
+
+from .normalize import NormalizeLayer
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: register a builder ``fn(num_classes, in_channels, input_size, **kw) -> nn.Module``."""
+
+    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} registered twice")
+        _REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def create_model(
+    name: str,
+    num_classes: int,
+    in_channels: int = 3,
+    input_size: int = 32,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    norm: str = "bn",
+    **kwargs,
+) -> nn.Sequential:
+    """Build ``NormalizeLayer(mean, std)`` followed by the registered network ``name``.
+    ``mean``/``std`` default to 0/1 (no normalisation). ``norm`` other than "bn" (dubn, dubin:
+    AugMax's dual normalisation) converts the network with ``models.dubin.apply_norm``."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown arch {name!r}; choose from {', '.join(list_models())}")
+    net = _REGISTRY[name](num_classes=num_classes, in_channels=in_channels, input_size=input_size, **kwargs)
+    if norm != "bn":
+        from .dubin import apply_norm
+
+        net = apply_norm(net, norm)
+    mean = [0.0] * in_channels if mean is None else list(mean)
+    std = [1.0] * in_channels if std is None else list(std)
+    return nn.Sequential(NormalizeLayer(mean, std), net)
+
+
+from . import cifar_resnet, lenet, preact_resnet, wrn  # noqa: E402,F401  (register families)
+
+__all__ = ["NormalizeLayer", "create_model", "list_models", "register_model"]
