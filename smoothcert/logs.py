@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -57,9 +58,11 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = 
         raise ValueError(f"checkpoint {str(path)!r} does not exist")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # corrupt file, pickle with code, truncated archive ...
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"cannot load checkpoint {str(path)!r}: {reason[:200]}") from None
+    except pickle.UnpicklingError:
+        raise ValueError(f"cannot load checkpoint {str(path)!r}: not a PyTorch checkpoint, or it holds objects other "
+                         "than tensors and plain containers (refused: checkpoints load with weights_only=True)") from None
+    except Exception as e:  # noqa: BLE001  (truncated or corrupt archive, ...)
+        raise ValueError(f"cannot load checkpoint {str(path)!r}: corrupt or truncated ({type(e).__name__})") from None
 
 
 class TSVLog:
@@ -90,6 +93,8 @@ class TSVLog:
             if not text.endswith("\n"):
                 with open(self.path, "r+b") as f:
                     f.truncate(raw.rfind(b"\n") + 1)
+                    if raw.rfind(b"\n") < 0:  # even the header was torn
+                        f.write((header + "\n").encode())
             for line in keep[1:]:
                 if not line.strip():
                     continue

@@ -1,0 +1,4 @@
+"""``python -m smoothcert.cli`` (used under torchrun)."""
+from . import main
+
+main()

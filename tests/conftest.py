@@ -1,0 +1,37 @@
+"""Shared fixtures: a tiny trained-free run directory on the digits data, and CLI runner."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from smoothcert.logs import atomic_torch_save, atomic_write_json
+from smoothcert.models import create_model
+
+
+def write_run(path: Path, arch: str = "digits_cnn", dataset: str = "digits", input_shape=(1, 8, 8),
+              num_classes: int = 10, sigma: float = 0.25, seed: int = 0) -> Path:
+    """A run directory in the format smoothcert train writes (random weights)."""
+    torch.manual_seed(seed)
+    c, h, _ = input_shape
+    model = create_model(arch, num_classes, c, h)
+    config = {"dataset": dataset, "arch": arch, "num_classes": num_classes, "input_shape": list(input_shape),
+              "mean": [0.0] * c, "std": [1.0] * c, "model_kwargs": {}, "sigma": sigma, "method": "gauss",
+              "method_params": {"sigma": sigma}}
+    path.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save({"format": "smoothcert-1", "arch": arch, "state_dict": model.state_dict(), "config": config,
+                       "epoch": 1}, path / "checkpoint.pt")
+    atomic_write_json(config, path / "config.json")
+    return path
+
+
+@pytest.fixture
+def digits_run(tmp_path: Path) -> Path:
+    return write_run(tmp_path / "run")
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
