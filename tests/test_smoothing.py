@@ -215,3 +215,15 @@ def test_cuda_matches_seeded_rerun():
     a = Smooth(net, 4, 0.5, seed=5).certify_batch(x, 20, 500, 0.01, 64)
     b = Smooth(net, 4, 0.5, seed=5).certify_batch(x, 20, 500, 0.01, 64)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_bf16_autocast_and_channels_last_on_cpu_agree_with_fp32():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    x = torch.rand(2, 1, 8, 8)
+    ref = Smooth(net, 3, 0.1).sample_counts(x, 400, 128, torch.Generator().manual_seed(0))
+    for kw in ({"amp_dtype": torch.bfloat16}, {"channels_last": True}):
+        got = Smooth(net, 3, 0.1, **kw).sample_counts(x, 400, 128, torch.Generator().manual_seed(0))
+        assert got.sum() == 800
+        # same noise; only float rounding differs, so at most a few votes move
+        assert (got - ref).abs().sum() <= 40

@@ -1,0 +1,502 @@
+"""Certified accuracy, ACR and comparison tables from certify / predict / attack logs.
+
+Definitions (Cohen et al., 2019, "approximate certified accuracy"; ACR as in Zhai et al., 2020, MACER):
+
+* approximate certified accuracy at radius r: the fraction of inputs with ``correct == 1`` and
+  ``radius >= r``  (abstentions have ``correct == 0``, so they never count);
+* accuracy: the fraction with ``correct == 1`` (for a certify log: the smoothed classifier's
+  clean accuracy, equal to the certified accuracy at r = 0);
+* abstain rate: the fraction with ``predict == -1``;
+* ACR (average certified radius): the mean over inputs of ``radius`` if correct, else 0.
+  It equals the area under the certified-accuracy curve: ACR = integral_0^inf CA(r) dr;
+* envelope: the best certified accuracy over several certify logs at each radius (how MaxUp
+  and SmoothAdv report "best over sigma").
+
+The kind of a log follows from its header: ``certify`` (``idx label predict radius correct
+[time]``), ``predict`` (``idx label predict correct [time]``) or ``attack`` (``idx label
+predict correct`` and other columns). Only certify logs have certificates: a predict log's
+certified accuracy is its accuracy at r = 0 and undefined (NaN / null) at r > 0; an attack log
+has an accuracy under attack only, so all its radius cells are undefined.
+
+``summarize`` builds the versioned JSON structure documented in docs/analysis_json.md;
+``format_table`` renders it as md, LaTeX, JSON or CSV.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence, Union
+
+import numpy as np
+
+from .logs import CERTIFY_COLUMNS, PREDICT_COLUMNS, read_tsv
+
+SCHEMA = "smoothcert.analysis"
+SCHEMA_VERSION = 1
+FORMATS = ("md", "latex", "json", "csv")
+REQUIRED_COLUMNS = ("idx", "label", "predict", "correct")
+DEFAULT_RADIUS_STEP = 0.25
+_MAX_RADII = 1000
+
+_TIMEDELTA = re.compile(r"^(?:(-?\d+) days?, )?(\d+):(\d{2}):(\d{2}(?:\.\d+)?)$")
+_BOOL = {"0": False, "1": True, "false": False, "true": True}
+
+
+@dataclass(frozen=True, eq=False)
+class CertLog:
+    """One log, column by column (numpy arrays, one entry per input, in file order).
+
+    ``kind`` is ``certify``, ``predict`` or ``attack`` (see the module docstring); ``radius`` and
+    ``time`` (seconds per input) are None when the log has no such column; ``meta`` is the
+    sidecar ``<path>.meta.json`` written by ``smoothcert certify``/``predict``, if present.
+    """
+
+    path: Path
+    kind: str
+    idx: np.ndarray
+    label: np.ndarray
+    predict: np.ndarray
+    correct: np.ndarray
+    radius: np.ndarray | None = None
+    time: np.ndarray | None = None
+    meta: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def n(self) -> int:
+        return int(self.idx.shape[0])
+
+
+LogLike = Union[CertLog, str, os.PathLike]
+
+
+def parse_time(text: str) -> float:
+    """Seconds from a ``time`` cell: a number of seconds (``1.23``) or a ``datetime.timedelta``
+    string as the reference code writes it (``0:00:01.234567``, ``1 day, 2:03:04.5``)."""
+    s = text.strip()
+    m = _TIMEDELTA.match(s)
+    if m:
+        days, h, mi, sec = m.groups()
+        value = int(days or 0) * 86400 + int(h) * 3600 + int(mi) * 60 + float(sec)
+    else:
+        try:
+            value = float(s)
+        except ValueError:
+            raise ValueError(f"time {text!r} is neither seconds nor H:MM:SS[.ffffff]") from None
+    if not math.isfinite(value):
+        raise ValueError(f"time {text!r} is not finite")
+    return value
+
+
+def read_meta(log_path: str | os.PathLike) -> dict[str, Any] | None:
+    """The sidecar ``<log_path>.meta.json`` as a dict, or None if there is none."""
+    path = Path(str(log_path) + ".meta.json")
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{str(path)!r} is not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{str(path)!r} does not hold a JSON object")
+    return meta
+
+
+def load_log(path: str | os.PathLike) -> CertLog:
+    """Read a certify (``idx label predict radius correct time``), predict (``idx label predict
+    correct time``) or attack (``idx label predict correct ...``) log, smoothcert's or the
+    reference code's. ValueError naming the file for an empty or malformed log, duplicate idx or
+    an unreadable ``.meta.json`` sidecar."""
+    path = Path(path)
+    header, rows = read_tsv(path)
+    where = repr(str(path))
+    if len(set(header)) != len(header):
+        raise ValueError(f"log {where} has a repeated column in its header {header}")
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise ValueError(f"log {where} is not a certify, predict or attack log: header {header} lacks "
+                         f"{', '.join(missing)}")
+    if not rows:
+        raise ValueError(f"log {where} has a header but no records")
+    col = {name: k for k, name in enumerate(header)}
+    if set(header) <= set(CERTIFY_COLUMNS) and "radius" in col:
+        kind = "certify"
+    elif set(header) <= set(PREDICT_COLUMNS):
+        kind = "predict"
+    else:  # other columns: an attack log (a radius there, e.g. of a certificate check, is no certificate)
+        kind = "attack"
+    has_radius, has_time = kind == "certify", "time" in col
+    n = len(rows)
+    idx, label, predict = (np.empty(n, dtype=np.int64) for _ in range(3))
+    correct = np.empty(n, dtype=bool)
+    radius = np.empty(n) if has_radius else None
+    times = np.empty(n) if has_time else None
+    for i, row in enumerate(rows):
+        line = i + 2
+        try:
+            idx[i], label[i], predict[i] = (int(row[col[c]]) for c in ("idx", "label", "predict"))
+            c = row[col["correct"]].strip().lower()
+            if c not in _BOOL:
+                raise ValueError(f"correct must be 0 or 1, got {row[col['correct']]!r}")
+            correct[i] = _BOOL[c]
+            if radius is not None:
+                r = float(row[col["radius"]])
+                if not (math.isfinite(r) and r >= 0):
+                    raise ValueError(f"radius must be a finite number >= 0, got {row[col['radius']]!r}")
+                radius[i] = r
+            if times is not None:
+                times[i] = parse_time(row[col["time"]])
+        except ValueError as e:
+            raise ValueError(f"log {where} line {line} is malformed: {e}") from None
+        if correct[i] and predict[i] == -1:
+            raise ValueError(f"log {where} line {line} is malformed: an abstention (predict -1) marked correct")
+    uniq, counts = np.unique(idx, return_counts=True)
+    if (counts > 1).any():
+        dup = uniq[counts > 1]
+        raise ValueError(f"log {where} has duplicate idx {', '.join(map(str, dup[:5]))}"
+                         f"{' ...' if len(dup) > 5 else ''} (merged or appended twice?)")
+    return CertLog(path, kind, idx, label, predict, correct, radius, times, read_meta(path))
+
+
+def as_log(log: LogLike) -> CertLog:
+    """``log`` itself if it is a CertLog, else ``load_log(log)``."""
+    return log if isinstance(log, CertLog) else load_log(log)
+
+
+def _check_radii(radii: Sequence[float] | np.ndarray) -> np.ndarray:
+    r = np.asarray(radii, dtype=float)
+    if r.ndim != 1 or r.size == 0:
+        raise ValueError("radii must be a non-empty list of numbers")
+    if not (np.isfinite(r).all() and (r >= 0).all()):
+        raise ValueError(f"radii must be finite and >= 0, got {r.tolist()}")
+    return r
+
+
+def parse_radii(spec: str) -> np.ndarray:
+    """Radii from ``start:stop:step`` (stop included when it lies on the grid, e.g. ``0:2.5:0.25``
+    -> 0, 0.25, ..., 2.5) or a comma list (``0,0.5,1``). ValueError if it cannot be parsed."""
+    parts = spec.split(":") if ":" in spec else spec.split(",")
+    try:
+        numbers = [float(p) for p in parts]
+    except ValueError:
+        numbers = []
+    if not numbers or (":" in spec and len(numbers) != 3):
+        raise ValueError(f"radii {spec!r} is neither start:stop:step nor a comma list of numbers")
+    if ":" not in spec:
+        return _check_radii(numbers)
+    start, stop, step = numbers
+    if not (step > 0 and stop >= start and math.isfinite(stop)):
+        raise ValueError(f"radii {spec!r}: start:stop:step needs step > 0 and stop >= start")
+    count = math.floor((stop - start) / step + 1e-9) + 1
+    if count > _MAX_RADII:
+        raise ValueError(f"radii {spec!r} gives {count} radii; at most {_MAX_RADII}")
+    return _check_radii([round(start + k * step, 10) for k in range(count)])
+
+
+def default_radii(logs: Sequence[LogLike], step: float = DEFAULT_RADIUS_STEP) -> np.ndarray:
+    """0, step, 2 step, ... up to the largest certified radius of a correct input in ``logs``
+    (just [0] when no log certifies anything)."""
+    top = 0.0
+    for log in map(as_log, logs):
+        if log.radius is not None and log.correct.any():
+            top = max(top, float(log.radius[log.correct].max()))
+    return np.round(np.arange(math.floor(top / step + 1e-9) + 1) * step, 10)
+
+
+def accuracy(log: LogLike) -> float:
+    """Fraction of inputs with correct == 1."""
+    return float(as_log(log).correct.mean())
+
+
+def abstain_rate(log: LogLike) -> float:
+    """Fraction of inputs with predict == -1 (the smoothed classifier abstained)."""
+    return float((as_log(log).predict == -1).mean())
+
+
+def mean_time(log: LogLike) -> float | None:
+    """Mean seconds per input, or None if the log has no time column."""
+    log = as_log(log)
+    return None if log.time is None else float(log.time.mean())
+
+
+def certified_accuracy(log: LogLike, radii: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Approximate certified accuracy at each radius r: #{correct and radius >= r} / n
+    (Cohen et al., 2019). NaN where undefined (a log without radii: r > 0, or any r for an
+    attack log)."""
+    log, r = as_log(log), _check_radii(radii)
+    if log.radius is None:
+        out = np.full(r.shape, np.nan)
+        if log.kind == "predict":
+            out[r == 0] = accuracy(log)
+        return out
+    good = np.sort(log.radius[log.correct])
+    return (good.size - np.searchsorted(good, r, side="left")) / log.n
+
+
+def average_certified_radius(log: LogLike) -> float:
+    """ACR = (1/n) sum_i radius_i * correct_i. ValueError for a log without a radius column."""
+    log = as_log(log)
+    if log.radius is None:
+        raise ValueError(f"log {str(log.path)!r} has no radius column: ACR is not defined")
+    return float(np.where(log.correct, log.radius, 0.0).mean())
+
+
+def certified_accuracy_curve(log: LogLike) -> tuple[np.ndarray, np.ndarray]:
+    """The exact curve r -> CA(r) as breakpoints: radii [0, r_1 < r_2 < ...] (the distinct radii
+    of correct inputs) and CA at each. CA is non-increasing and left-continuous: it keeps the
+    value CA(r_k) on (r_{k-1}, r_k] and is 0 beyond the last breakpoint."""
+    log = as_log(log)
+    if log.radius is None:
+        raise ValueError(f"log {str(log.path)!r} has no radius column: no certified-accuracy curve")
+    return _curve([log])
+
+
+def envelope_curve(logs: Sequence[LogLike]) -> tuple[np.ndarray, np.ndarray]:
+    """Breakpoints and values of max over ``logs`` of CA(r) (same conventions as
+    ``certified_accuracy_curve``)."""
+    logs = [as_log(x) for x in logs]
+    bad = [str(x.path) for x in logs if x.radius is None]
+    if not logs or bad:
+        raise ValueError("the envelope needs certify logs (with a radius column); not: "
+                         f"{', '.join(bad) or 'none given'}")
+    return _curve(logs)
+
+
+def _curve(logs: list[CertLog]) -> tuple[np.ndarray, np.ndarray]:
+    pts = np.unique(np.concatenate([[0.0]] + [x.radius[x.correct] for x in logs]))
+    return pts, np.max([certified_accuracy(x, pts) for x in logs], axis=0)
+
+
+def envelope(logs: Sequence[LogLike], radii: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Best certified accuracy over certify ``logs`` at each radius."""
+    logs = [as_log(x) for x in logs]
+    envelope_curve(logs)  # validates
+    return np.max([certified_accuracy(x, radii) for x in logs], axis=0)
+
+
+# ---------------------------------------------------------------- labels
+
+
+def _describe(log: CertLog) -> tuple[str | None, dict[str, Any], float | None, float | None]:
+    """(method, scalar method params without sigma, certification sigma, training sigma) from meta."""
+    meta = log.meta or {}
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    method = config.get("method") if config.get("method") not in (None, "", "unknown") else None
+    raw = config.get("method_params") if isinstance(config.get("method_params"), dict) else {}
+    params = {k: v for k, v in raw.items() if k != "sigma" and isinstance(v, (str, int, float, bool))}
+    run = next((meta[k] for k in ("certify", "predict", "attack") if isinstance(meta.get(k), dict)), {})
+    train_sigma = config.get("sigma")
+    return method, params, run.get("sigma", train_sigma), train_sigma
+
+
+def _num(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def default_labels(logs: Sequence[LogLike]) -> list[str]:
+    """Labels from each log's ``.meta.json``: the method, the method params that tell the logs
+    apart (a param is shown when its value is not the same in every log, a missing param
+    counting as different; all of them for a single log) and the certification sigma, e.g.
+    ``maxup-gauss m=25 σ=0.25``; the file stem when there is no meta. Labels that would still
+    repeat get the shortest path tail that tells them apart, e.g. ``[run1/certify]``."""
+    logs = [as_log(x) for x in logs]
+    described = [_describe(x) for x in logs]
+    missing = object()
+    labels = []
+    for log, (method, params, sigma, train_sigma) in zip(logs, described):
+        shown = [k for k, v in params.items() if len(logs) == 1 or any(d[1].get(k, missing) != v for d in described)]
+        parts = [method or log.path.stem] + [f"{k}={_num(params[k])}" for k in shown]
+        if isinstance(sigma, (int, float)) and not isinstance(sigma, bool):
+            trained = (f" (trained {train_sigma:g})"
+                       if isinstance(train_sigma, (int, float)) and not math.isclose(train_sigma, sigma) else "")
+            parts.append(f"σ={sigma:g}{trained}")
+        labels.append(" ".join(parts))
+    for lab in {x for x in labels if labels.count(x) > 1}:
+        same = [k for k in range(len(logs)) if labels[k] == lab]
+        parts = [logs[k].path.with_suffix("").parts for k in same]
+        depth = 1
+        while depth < max(map(len, parts)) and len({p[-depth:] for p in parts}) < len(parts):
+            depth += 1
+        for k, p in zip(same, parts):
+            labels[k] = f"{lab} [{'/'.join(p[-depth:])}]"
+    return labels
+
+
+# ---------------------------------------------------------------- summary
+
+
+def _json_num(v: float) -> float | None:
+    return None if v is None or not math.isfinite(v) else float(v)
+
+
+def _best_flags(values: list[float | None], higher: bool) -> list[bool]:
+    """Flag the best of the defined values (all of them on a tie); nothing when no value is
+    worse than the best (a single row, or a column where all rows tie)."""
+    present = [v for v in values if v is not None]
+    best = (max(present) if higher else min(present)) if present else None
+    flags = [v is not None and math.isclose(v, best, rel_tol=1e-12, abs_tol=1e-12) for v in values]
+    return flags if sum(flags) < len(present) else [False] * len(values)
+
+
+def summarize(logs: Sequence[LogLike], radii: Sequence[float] | np.ndarray | None = None,
+              labels: Sequence[str] | None = None, envelope: bool = False) -> dict[str, Any]:
+    """The comparison of ``logs`` as the versioned JSON structure of docs/analysis_json.md:
+    per log n, accuracy, abstain rate, ACR, mean time and certified accuracy at ``radii``
+    (default: ``default_radii``), with the best value of each column flagged; with
+    ``envelope``, the best over the certify logs at each radius. Fractions in [0, 1]; undefined
+    values are None."""
+    logs = [as_log(x) for x in logs]
+    if not logs:
+        raise ValueError("logs must name at least one log")
+    r = default_radii(logs) if radii is None else _check_radii(radii)
+    if labels is None:
+        labels = default_labels(logs)
+    elif len(labels) != len(logs):
+        raise ValueError(f"labels: got {len(labels)} for {len(logs)} logs")
+    rows = []
+    for log, lab in zip(logs, labels):
+        rows.append({
+            "label": str(lab), "path": str(log.path), "kind": log.kind, "n": log.n,
+            "accuracy": accuracy(log), "abstain_rate": abstain_rate(log),
+            "acr": average_certified_radius(log) if log.radius is not None else None,
+            "mean_time_s": mean_time(log),
+            "certified_accuracy": [_json_num(v) for v in certified_accuracy(log, r)],
+        })
+    cols = {"accuracy": True, "abstain_rate": False, "acr": True}
+    flags = {k: _best_flags([row[k] for row in rows], higher) for k, higher in cols.items()}
+    ca_flags = [_best_flags([row["certified_accuracy"][j] for row in rows], True) for j in range(r.size)]
+    for i, row in enumerate(rows):
+        row["best"] = {**{k: flags[k][i] for k in cols}, "certified_accuracy": [f[i] for f in ca_flags]}
+    env = None
+    if envelope:
+        cert = [k for k, x in enumerate(logs) if x.kind == "certify"]
+        if not cert:
+            raise ValueError("envelope: none of the logs is a certify log (with a radius column)")
+        values = np.stack([certified_accuracy(logs[k], r) for k in cert])
+        top = values.max(axis=0)
+        winners = [[labels[cert[i]] for i in np.flatnonzero(np.isclose(values[:, j], top[j], rtol=0, atol=1e-12))]
+                   for j in range(r.size)]
+        env = {"label": "envelope", "of": [labels[k] for k in cert],
+               "certified_accuracy": [float(v) for v in top], "argmax": winners}
+    return {"schema": SCHEMA, "version": SCHEMA_VERSION,
+            "radius": {"norm": "l2", "scale": "[0,1] pixels"},
+            "radii": [float(v) for v in r], "logs": rows, "envelope": env}
+
+
+# ---------------------------------------------------------------- tables
+
+
+def format_radius(r: float) -> str:
+    """0.25 -> '0.25', 1 -> '1.00', 0.125 -> '0.125'."""
+    s = f"{r:.2f}"
+    return s if abs(float(s) - r) < 1e-12 else f"{r:g}"
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def _acr(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def _cells(summary: dict[str, Any]) -> tuple[list[str], list[tuple[list[str], list[bool]]]]:
+    """Header and (cells, best flags) per row, envelope last; values in % (ACR in radius units)."""
+    header = ["config", "n", "acc. (%)", "abstain (%)", "ACR"] + [f"r={format_radius(r)}" for r in summary["radii"]]
+    rows = []
+    for row in summary["logs"]:
+        best = row["best"]
+        cells = [row["label"], str(row["n"]), _pct(row["accuracy"]), _pct(row["abstain_rate"]), _acr(row["acr"])]
+        flags = [False, False, best["accuracy"], best["abstain_rate"], best["acr"]]
+        rows.append((cells + [_pct(v) for v in row["certified_accuracy"]], flags + best["certified_accuracy"]))
+    env = summary.get("envelope")
+    if env:
+        cells = [f"best of {len(env['of'])} (envelope)", "", "-", "-", "-"]
+        rows.append((cells + [_pct(v) for v in env["certified_accuracy"]], [False] * len(header)))
+    return header, rows
+
+
+def _markdown(summary: dict[str, Any]) -> str:
+    header, rows = _cells(summary)
+    esc = lambda s: s.replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"]
+    for cells, best in rows:
+        lines.append("| " + " | ".join(f"**{esc(c)}**" if b else esc(c) for c, b in zip(cells, best)) + " |")
+    note = (f"Certified accuracy (%) at L2 radius r ({summary['radius']['scale']}); best of each column in bold; "
+            "'-' = not defined.")
+    return "\n".join(lines) + "\n\n" + note + "\n"
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                  "σ": r"$\sigma$"}
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX's special characters (and write σ as $\\sigma$)."""
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def _latex(summary: dict[str, Any]) -> str:
+    header, rows = _cells(summary)
+    k = len(summary["radii"])
+    lines = ["% needs \\usepackage{booktabs}",
+             "\\begin{tabular}{l" + "r" * 4 + "r" * k + "}", "\\toprule",
+             " & & & & & \\multicolumn{%d}{c}{certified accuracy (\\%%) at L2 radius $r$} \\\\" % k,
+             "\\cmidrule(lr){6-%d}" % (5 + k),
+             " & ".join(["config", "$n$", "acc.\\ (\\%)", "abstain (\\%)", "ACR"]
+                        + [format_radius(r) for r in summary["radii"]]) + " \\\\",
+             "\\midrule"]
+    for j, (cells, best) in enumerate(rows):
+        if summary.get("envelope") and j == len(rows) - 1:
+            lines.append("\\midrule")
+        lines.append(" & ".join(f"\\textbf{{{latex_escape(c)}}}" if b else latex_escape(c)
+                                for c, b in zip(cells, best)) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def _csv(summary: dict[str, Any]) -> str:
+    radii = [f"r={format_radius(r)}" for r in summary["radii"]]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["label", "kind", "path", "n", "accuracy", "abstain_rate", "acr", "mean_time_s"] + radii + ["best"])
+    blank = lambda v: "" if v is None else repr(v)  # noqa: E731
+    for row in summary["logs"]:
+        best = row["best"]
+        marked = [k for k in ("accuracy", "abstain_rate", "acr") if best[k]]
+        marked += [name for name, b in zip(radii, best["certified_accuracy"]) if b]
+        w.writerow([row["label"], row["kind"], row["path"], row["n"], blank(row["accuracy"]),
+                    blank(row["abstain_rate"]), blank(row["acr"]), blank(row["mean_time_s"])]
+                   + [blank(v) for v in row["certified_accuracy"]] + [" ".join(marked)])
+    env = summary.get("envelope")
+    if env:
+        w.writerow([env["label"], "envelope", "", "", "", "", "", ""]
+                   + [blank(v) for v in env["certified_accuracy"]] + [""])
+    return buf.getvalue()
+
+
+def format_table(summary: dict[str, Any], fmt: str = "md") -> str:
+    """Render a ``summarize`` result: ``md`` and ``latex`` (percent, best cell of each column in
+    bold), ``json`` (the summary itself) or ``csv`` (fractions; a ``best`` column names the
+    columns in which the row is best)."""
+    if fmt == "md":
+        return _markdown(summary)
+    if fmt == "latex":
+        return _latex(summary)
+    if fmt == "json":
+        return json.dumps(summary, indent=2, ensure_ascii=False) + "\n"
+    if fmt == "csv":
+        return _csv(summary)
+    raise ValueError(f"fmt must be one of {', '.join(FORMATS)}, got {fmt!r}")
+
+
+__all__ = ["CertLog", "FORMATS", "SCHEMA", "SCHEMA_VERSION", "abstain_rate", "accuracy", "as_log",
+           "average_certified_radius", "certified_accuracy", "certified_accuracy_curve", "default_labels",
+           "default_radii", "envelope", "envelope_curve", "format_radius", "format_table", "latex_escape", "load_log",
+           "mean_time", "parse_radii", "parse_time", "read_meta", "summarize"]

@@ -1,0 +1,89 @@
+"""``smoothcert analyze`` and ``smoothcert plot``: thin wrappers over ``smoothcert.analysis``
+(``summarize``/``format_table``) and ``smoothcert.plotting.plot_certified_accuracy`` (imported
+only by ``plot``: matplotlib costs every other command half a second at start-up)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from . import main
+from ..analysis import FORMATS, format_table, load_log, parse_radii, summarize
+from ..logs import atomic_write_bytes
+from .certify import user_errors
+
+_SUFFIX_FORMAT = {".md": "md", ".tex": "latex", ".json": "json", ".csv": "csv"}
+
+
+def _check_out(out: Path | None) -> None:
+    if out is not None and not out.parent.is_dir():
+        raise click.BadParameter(f"folder {str(out.parent)!r} does not exist", param_hint="--out")
+
+
+def _check_labels(labels: tuple[str, ...], logs: tuple[Path, ...]) -> list[str] | None:
+    if labels and len(labels) != len(logs):
+        raise click.BadParameter(f"give one per log: got {len(labels)} for {len(logs)} logs", param_hint="--label")
+    return list(labels) or None
+
+
+_logs_argument = click.argument("logs", nargs=-1, required=True, type=click.Path(path_type=Path))
+_label_option = click.option("--label", "labels", multiple=True,
+                             help="Legend/row label, once per log in order (default: from LOG.tsv.meta.json: "
+                                  "method, distinguishing params, sigma; else the file name).")
+
+
+@main.command()
+@_logs_argument
+@click.option("--radii", default=None,
+              help="Radii: START:STOP:STEP (STOP included, e.g. 0:2.5:0.25) or a list (0,0.5,1). "
+                   "Default: 0 to the largest certified radius in steps of 0.25.")
+@_label_option
+@click.option("--envelope", is_flag=True, help="Add the best certified accuracy over the certify logs at each radius.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+              help="Table format (default: from the --out suffix .md/.tex/.json/.csv, else md).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the table here (atomically) instead of printing it.")
+@user_errors
+def analyze(logs: tuple[Path, ...], radii: str | None, labels: tuple[str, ...], envelope: bool, fmt: str | None,
+            out: Path | None) -> None:
+    """Compare certify / predict / attack logs: accuracy, abstain rate, ACR and certified
+    accuracy at radii (Cohen et al., 2019), best of each column marked.
+
+    Logs written by the reference code (locuslab/smoothing) are read too. A log without a
+    radius column shows its plain accuracy; its certified accuracy at r > 0 is '-'.
+    """
+    _check_out(out)
+    names = _check_labels(labels, logs)
+    try:
+        grid = None if radii is None else parse_radii(radii)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--radii") from None
+    if fmt is None:
+        fmt = _SUFFIX_FORMAT.get(out.suffix.lower(), "md") if out is not None else "md"
+    table = format_table(summarize([load_log(p) for p in logs], grid, names, envelope), fmt)
+    if out is None:
+        click.echo(table, nl=False)
+    else:
+        atomic_write_bytes(out, table.encode("utf-8"))
+
+
+@main.command()
+@_logs_argument
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Figure file: .png, .pdf or .svg.")
+@click.option("--max-radius", type=float, default=None,
+              help="Right end of the radius axis (default: 5% past the largest certified radius).")
+@_label_option
+@click.option("--envelope", is_flag=True, help="Also draw the best over the logs at each radius.")
+@click.option("--title", default=None, help="Figure title.")
+@user_errors
+def plot(logs: tuple[Path, ...], out: Path, max_radius: float | None, labels: tuple[str, ...], envelope: bool,
+         title: str | None) -> None:
+    """Plot certified accuracy vs L2 radius for certify logs (one curve a log)."""
+    from ..plotting import plot_certified_accuracy
+
+    _check_out(out)
+    if max_radius is not None and not max_radius > 0:
+        raise click.BadParameter(f"must be > 0, got {max_radius}", param_hint="--max-radius")
+    names = _check_labels(labels, logs)
+    plot_certified_accuracy([load_log(p) for p in logs], out, names, envelope, max_radius, title)

@@ -1,0 +1,109 @@
+"""Certified-accuracy-vs-radius figures (matplotlib, Agg backend: no display needed).
+
+Each curve is the exact step function CA(r) = #{correct and radius >= r} / n of a certify log
+(Cohen et al., 2019, Fig. 6 style), drawn from ``smoothcert.analysis.certified_accuracy_curve``;
+the optional envelope is the best over the logs at each radius.
+"""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from .analysis import LogLike, as_log, certified_accuracy_curve, default_labels, envelope_curve  # noqa: E402
+from .logs import atomic_write_bytes  # noqa: E402
+
+FIGURE_FORMATS = ("png", "pdf", "svg")
+X_LABEL = "radius (L2, [0,1] pixel scale)"
+Y_LABEL = "certified accuracy (%)"
+ENVELOPE_LABEL = "envelope (best of the above)"
+
+
+def _steps(radii: np.ndarray, values: np.ndarray, max_radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices, in %, of the left-continuous step function with value ``values[k]`` on
+    (radii[k-1], radii[k]] and 0 past the last breakpoint, cut at ``max_radius``, for
+    ``drawstyle="steps-pre"``."""
+    k = int(np.searchsorted(radii, max_radius, side="left"))  # breakpoints < max_radius
+    end = values[k] if k < len(values) else 0.0
+    return np.append(radii[:k], max_radius), 100.0 * np.append(values[:k], end)
+
+
+def certified_accuracy_figure(logs: Sequence[LogLike], labels: Sequence[str] | None = None, envelope: bool = False,
+                              max_radius: float | None = None, title: str | None = None) -> Figure:
+    """The figure of certified accuracy (%) vs L2 radius, one curve per certify log (legend from
+    ``labels``, default ``default_labels``), optionally the envelope (best over the logs), the x
+    axis up to ``max_radius`` (default: 5% past the largest certified radius). The caller owns
+    the figure (``plt.close`` it)."""
+    logs = [as_log(x) for x in logs]
+    if not logs:
+        raise ValueError("logs must name at least one certify log")
+    for x in logs:
+        if x.radius is None:
+            raise ValueError(f"cannot plot {str(x.path)!r}: a {x.kind} log has no radius column")
+    if labels is None:
+        labels = default_labels(logs)
+    elif len(labels) != len(logs):
+        raise ValueError(f"labels: got {len(labels)} for {len(logs)} logs")
+    curves = [certified_accuracy_curve(x) for x in logs]
+    if max_radius is None:
+        top = max(float(r[-1]) for r, _ in curves)
+        max_radius = 1.05 * top if top > 0 else 1.0
+    elif not (max_radius > 0 and np.isfinite(max_radius)):
+        raise ValueError(f"max_radius must be > 0, got {max_radius}")
+
+    fig, ax = plt.subplots(figsize=(5.0, 3.4), layout="constrained")
+    colors = plt.get_cmap("tab10").colors
+    for k, ((r, v), label) in enumerate(zip(curves, labels)):
+        x, y = _steps(r, v, max_radius)
+        ax.plot(x, y, drawstyle="steps-pre", lw=1.6, color=colors[k % len(colors)], label=label)
+    if envelope:
+        x, y = _steps(*envelope_curve(logs), max_radius)
+        # a wide translucent band under the curves: the best curve at each radius stays visible
+        ax.plot(x, y, drawstyle="steps-pre", lw=5.0, color="black", alpha=0.22, solid_capstyle="butt",
+                label=ENVELOPE_LABEL, zorder=1.5)
+    ax.set_xlim(0, max_radius)
+    ax.set_ylim(0, 100)
+    ax.set_xlabel(X_LABEL)
+    ax.set_ylabel(Y_LABEL)
+    ax.grid(True, color="0.88", lw=0.6)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    if title:
+        ax.set_title(title)
+    ax.legend(loc="best", frameon=True, framealpha=0.9, edgecolor="0.8", fontsize="small")
+    return fig
+
+
+def plot_certified_accuracy(logs: Sequence[LogLike], out: str | os.PathLike, labels: Sequence[str] | None = None,
+                            envelope: bool = False, max_radius: float | None = None, title: str | None = None,
+                            dpi: int = 200) -> Path:
+    """Write ``certified_accuracy_figure(logs, labels, envelope, max_radius, title)`` to ``out``
+    (.png at ``dpi``, .pdf or .svg; atomically; nothing clipped). Returns ``out``."""
+    out = Path(out)
+    fmt = out.suffix.lower().lstrip(".")
+    if fmt not in FIGURE_FORMATS:
+        raise ValueError(f"out must end in {', '.join('.' + f for f in FIGURE_FORMATS)}, got {str(out)!r}")
+    if not out.parent.is_dir():
+        raise ValueError(f"out: folder {str(out.parent)!r} does not exist")
+    fig = certified_accuracy_figure(logs, labels, envelope, max_radius, title)
+    buf = io.BytesIO()
+    metadata = {"CreationDate": None} if fmt == "pdf" else {"Date": None} if fmt == "svg" else {}
+    try:
+        fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight", pad_inches=0.05, metadata=metadata)
+    finally:
+        plt.close(fig)
+    atomic_write_bytes(out, buf.getvalue())
+    return out
+
+
+__all__ = ["ENVELOPE_LABEL", "FIGURE_FORMATS", "X_LABEL", "Y_LABEL", "certified_accuracy_figure",
+           "plot_certified_accuracy"]

@@ -1,0 +1,273 @@
+"""smoothcert.analysis and `smoothcert analyze`: certified accuracy, ACR, abstain rate, envelope,
+labels, tables and their JSON schema, reference-code logs, one-line errors on bad input."""
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from smoothcert.analysis import (SCHEMA, SCHEMA_VERSION, abstain_rate, accuracy, average_certified_radius,
+                                 certified_accuracy, certified_accuracy_curve, default_labels, default_radii,
+                                 envelope, envelope_curve, format_table, latex_escape, load_log, mean_time,
+                                 parse_radii, parse_time, summarize)
+from smoothcert.cli import main
+
+HEADER = "idx\tlabel\tpredict\tradius\tcorrect\ttime\n"
+RADII = [0.0, 0.25, 0.5, 0.75, 1.0]
+
+# Log A (smoothcert style, seconds): 3 correct (radii 0.8, 0.3, 0.5), one abstention, one wrong
+# prediction that carries a radius (it must never count).
+A_ROWS = ["0\t3\t3\t0.8\t1\t1.5", "1\t1\t1\t0.3\t1\t2.5", "2\t7\t-1\t0.0\t0\t1.0",
+          "3\t2\t5\t0.6\t0\t0.5", "4\t9\t9\t0.5\t1\t4.5"]
+# Log B (reference-code style: time as datetime.timedelta strings): 3 correct (0.4, 0.9, 0.2),
+# one abstention.
+B_ROWS = ["0\t3\t3\t0.4\t1\t0:00:01.500000", "1\t1\t1\t0.9\t1\t0:00:02.250000",
+          "2\t7\t7\t0.2\t1\t0:00:00.250000", "3\t2\t-1\t0.0\t0\t1 day, 0:00:00"]
+
+
+def write(path: Path, text: str, meta: dict | None = None) -> Path:
+    path.write_text(text)
+    if meta is not None:
+        Path(str(path) + ".meta.json").write_text(json.dumps(meta))
+    return path
+
+
+@pytest.fixture
+def logs(tmp_path):
+    a = write(tmp_path / "a.tsv", HEADER + "\n".join(A_ROWS) + "\n")
+    b = write(tmp_path / "b.tsv", HEADER + "\n".join(B_ROWS) + "\n")
+    return a, b
+
+
+def meta(method: str, params: dict, sigma: float, train_sigma: float | None = None) -> dict:
+    return {"model": "runs/x", "config": {"method": method, "method_params": params,
+                                          "sigma": train_sigma if train_sigma is not None else sigma,
+                                          "arch": "digits_cnn", "dataset": "digits"},
+            "certify": {"sigma": sigma, "N0": 100, "N": 100000, "alpha": 0.001}}
+
+
+# ---------------------------------------------------------------- metrics by hand
+
+
+def test_certified_accuracy_acr_abstain_by_hand(logs):
+    a, b = map(load_log, logs)
+    assert a.kind == b.kind == "certify" and (a.n, b.n) == (5, 4)
+    # A: correct radii {0.8, 0.3, 0.5}, n = 5; "radius >= r" counts the boundary (r = 0.5 -> 0.8 and 0.5).
+    assert certified_accuracy(a, RADII).tolist() == pytest.approx([3 / 5, 3 / 5, 2 / 5, 1 / 5, 0 / 5])
+    assert average_certified_radius(a) == pytest.approx((0.8 + 0.3 + 0.5) / 5)  # = 0.32; the wrong 0.6 is excluded
+    assert accuracy(a) == pytest.approx(3 / 5) and abstain_rate(a) == pytest.approx(1 / 5)
+    assert mean_time(a) == pytest.approx((1.5 + 2.5 + 1.0 + 0.5 + 4.5) / 5)
+    # B: correct radii {0.4, 0.9, 0.2}, n = 4.
+    assert certified_accuracy(b, RADII).tolist() == pytest.approx([3 / 4, 2 / 4, 1 / 4, 1 / 4, 0 / 4])
+    assert average_certified_radius(b) == pytest.approx((0.4 + 0.9 + 0.2) / 4)  # = 0.375
+    assert abstain_rate(b) == pytest.approx(1 / 4)
+    assert mean_time(b) == pytest.approx((1.5 + 2.25 + 0.25 + 86400) / 4)
+
+
+def test_acr_is_area_under_the_curve(logs):
+    # ACR = integral_0^inf CA(r) dr; CA is CA(r_k) on (r_{k-1}, r_k].
+    for path in logs:
+        r, ca = certified_accuracy_curve(path)
+        assert r[0] == 0 and np.all(np.diff(r) > 0) and np.all(np.diff(ca) <= 0)
+        assert np.sum(np.diff(r) * ca[1:]) == pytest.approx(average_certified_radius(path))
+    r, ca = certified_accuracy_curve(logs[0])
+    assert r.tolist() == [0.0, 0.3, 0.5, 0.8] and ca.tolist() == pytest.approx([0.6, 0.6, 0.4, 0.2])
+
+
+def test_envelope_is_best_over_logs(logs):
+    # max(A, B) at each radius: max(.6,.75), max(.6,.5), max(.4,.25), max(.2,.25), max(0,0)
+    assert envelope(logs, RADII).tolist() == pytest.approx([0.75, 0.6, 0.4, 0.25, 0.0])
+    r, v = envelope_curve(logs)
+    # breakpoints: 0 and every correct radius of A or B
+    assert r.tolist() == [0.0, 0.2, 0.3, 0.4, 0.5, 0.8, 0.9]
+    # e.g. on (0.4, 0.5]: A has 0.5, 0.8 -> 2/5, B has 0.9 -> 1/4: 0.4; on (0.8, 0.9]: A 0, B 1/4
+    assert v.tolist() == pytest.approx([0.75, 0.75, 0.6, 0.5, 0.4, 0.25, 0.25])
+
+
+def test_predict_and_attack_logs_have_no_certified_accuracy_past_zero(tmp_path):
+    p = load_log(write(tmp_path / "p.tsv", "idx\tlabel\tpredict\tcorrect\ttime\n0\t1\t1\t1\t0.1\n"
+                                          "1\t2\t-1\t0\t0.1\n2\t3\t3\t1\t0.1\n3\t4\t0\t0\t0.1\n"))
+    assert p.kind == "predict" and p.radius is None
+    ca = certified_accuracy(p, [0.0, 0.5])
+    assert ca[0] == pytest.approx(2 / 4) and np.isnan(ca[1])
+    assert abstain_rate(p) == pytest.approx(1 / 4)
+    with pytest.raises(ValueError, match="no radius column"):
+        average_certified_radius(p)
+    att = load_log(write(tmp_path / "att.tsv", "idx\tlabel\tpredict\tcorrect\teps\n0\t1\t1\t1\t0.5\n1\t2\t0\t0\t0.5\n"))
+    assert att.kind == "attack" and accuracy(att) == 0.5
+    assert np.isnan(certified_accuracy(att, [0.0, 0.5])).all()
+    # a certificate-check log carries the radius it attacked within: not a certificate
+    chk = load_log(write(tmp_path / "chk.tsv", "idx\tlabel\tpredict\tcorrect\tcertified\tradius\tviolation\n"
+                                              "0\t1\t1\t1\t1\t0.7\t0\n"))
+    assert chk.kind == "attack" and chk.radius is None
+
+
+def test_parse_time_and_radii():
+    assert parse_time("0:00:01.234567") == pytest.approx(1.234567)
+    assert parse_time("1:02:03") == 3723.0 and parse_time("2 days, 0:00:01.5") == pytest.approx(172801.5)
+    assert parse_time("0.25") == 0.25
+    with pytest.raises(ValueError):
+        parse_time("soon")
+    r = parse_radii("0:2.5:0.25")
+    assert len(r) == 11 and r[0] == 0 and r[-1] == 2.5 and r[3] == 0.75  # stop included
+    assert parse_radii("0:1:0.3").tolist() == [0.0, 0.3, 0.6, 0.9]  # 1.2 is past stop
+    assert parse_radii("0,0.5,1").tolist() == [0.0, 0.5, 1.0]
+    for bad in ("abc", "0:1", "1:0:0.5", "0:1:0", "0,-1", "", "0:1:0.25:2", "0,nan"):
+        with pytest.raises(ValueError, match="radii"):
+            parse_radii(bad)
+
+
+def test_default_radii_reach_the_largest_certified_radius(logs):
+    # largest correct radius over A and B is 0.9 -> grid 0, 0.25, 0.5, 0.75 (the wrong 0.6 of A is ignored)
+    assert default_radii(logs).tolist() == [0.0, 0.25, 0.5, 0.75]
+
+
+@pytest.mark.parametrize("body,needle", [
+    ("", "empty"),
+    ("idx\tlabel\tpredict\tradius\tcorrect\ttime\n", "no records"),
+    ("idx\tlabel\tradius\ttime\n0\t1\t0.5\t1\n", "lacks predict, correct"),
+    (HEADER + "0\t1\t1\t0.5\t1\t1\n1\t2\t2\t0.5\t1\n", "line 3 has 5 fields"),  # torn last line
+    (HEADER + "x\t1\t1\t0.5\t1\t1\n", "line 2 is malformed"),
+    (HEADER + "0\t1\t1\t0.5\t2\t1\n", "correct must be 0 or 1"),
+    (HEADER + "0\t1\t1\t-0.5\t1\t1\n", "radius must be"),
+    (HEADER + "0\t1\t1\tnan\t1\t1\n", "radius must be"),
+    (HEADER + "0\t1\t1\t0.5\t1\tyesterday\n", "neither seconds"),
+    (HEADER + "0\t1\t-1\t0.0\t1\t1\n", "abstention"),
+    (HEADER + "0\t1\t1\t0.5\t1\t1\n1\t2\t2\t0.5\t1\t1\n0\t1\t1\t0.5\t1\t1\n", "duplicate idx 0"),
+])
+def test_bad_logs_raise_value_error(tmp_path, body, needle):
+    with pytest.raises(ValueError, match=needle):
+        load_log(write(tmp_path / "bad.tsv", body))
+
+
+# ---------------------------------------------------------------- labels
+
+
+def test_labels_from_meta(tmp_path):
+    rows = HEADER + "0\t1\t1\t0.5\t1\t1\n1\t2\t0\t0.5\t0\t1\n"
+    g = write(tmp_path / "g.tsv", rows, meta("gauss", {"sigma": 0.25}, 0.25))
+    m25 = write(tmp_path / "m25.tsv", rows, meta("maxup-gauss", {"m": 25, "sigma": 0.25}, 0.25))
+    m4 = write(tmp_path / "m4.tsv", rows, meta("maxup-gauss", {"m": 4, "sigma": 0.5}, 0.5))
+    other = write(tmp_path / "other.tsv", rows, meta("maxup-gauss", {"m": 25, "sigma": 0.25}, 0.5, train_sigma=0.25))
+    plain = write(tmp_path / "plain.tsv", rows)
+    assert default_labels([g, m25, plain]) == ["gauss σ=0.25", "maxup-gauss m=25 σ=0.25", "plain"]
+    assert default_labels([m25]) == ["maxup-gauss m=25 σ=0.25"]  # a single log shows all its params
+    assert default_labels([m25, m4]) == ["maxup-gauss m=25 σ=0.25", "maxup-gauss m=4 σ=0.5"]
+    # m is the same in both: not distinguishing; certified at another sigma than trained: said so
+    assert default_labels([m25, other]) == ["maxup-gauss σ=0.25", "maxup-gauss σ=0.5 (trained 0.25)"]
+    twin = write(tmp_path / "twin.tsv", rows, meta("gauss", {"sigma": 0.25}, 0.25))
+    assert default_labels([g, twin]) == ["gauss σ=0.25 [g]", "gauss σ=0.25 [twin]"]
+    for run in ("run1", "run2"):  # same file name in two run folders: the folder tells them apart
+        (tmp_path / run).mkdir()
+        write(tmp_path / run / "certify.tsv", rows)
+    assert default_labels([tmp_path / "run1" / "certify.tsv", tmp_path / "run2" / "certify.tsv"]) == \
+        ["certify [run1/certify]", "certify [run2/certify]"]
+
+
+# ---------------------------------------------------------------- summary and tables
+
+
+def test_summary_json_round_trip_and_best_flags(logs):
+    s = summarize(logs, RADII, labels=["A", "B"], envelope=True)
+    back = json.loads(format_table(s, "json"))
+    assert back == s
+    assert back["schema"] == SCHEMA and back["version"] == SCHEMA_VERSION and back["radii"] == RADII
+    a, b = back["logs"]
+    assert (a["label"], a["n"], a["kind"]) == ("A", 5, "certify")
+    assert a["certified_accuracy"] == pytest.approx([0.6, 0.6, 0.4, 0.2, 0.0])
+    assert a["acr"] == pytest.approx(0.32) and b["acr"] == pytest.approx(0.375)
+    assert a["abstain_rate"] == pytest.approx(0.2) and b["accuracy"] == pytest.approx(0.75)
+    # best: accuracy B (.75 > .6), abstain A (.2 < .25), ACR B, radii: B, A, A, B, none (all tie at 0)
+    assert [a["best"][k] for k in ("accuracy", "abstain_rate", "acr")] == [False, True, False]
+    assert [b["best"][k] for k in ("accuracy", "abstain_rate", "acr")] == [True, False, True]
+    assert a["best"]["certified_accuracy"] == [False, True, True, False, False]
+    assert b["best"]["certified_accuracy"] == [True, False, False, True, False]
+    env = back["envelope"]
+    assert env["certified_accuracy"] == pytest.approx([0.75, 0.6, 0.4, 0.25, 0.0])
+    assert env["argmax"] == [["B"], ["A"], ["A"], ["B"], ["A", "B"]] and env["of"] == ["A", "B"]
+
+
+def test_summary_of_a_predict_log_has_nulls(logs, tmp_path):
+    p = write(tmp_path / "p.tsv", "idx\tlabel\tpredict\tcorrect\ttime\n0\t1\t1\t1\t0.1\n1\t2\t-1\t0\t0.1\n")
+    s = json.loads(format_table(summarize([logs[0], p], [0.0, 0.5], envelope=True), "json"))
+    row = s["logs"][1]
+    assert row["kind"] == "predict" and row["acr"] is None and row["certified_accuracy"] == [0.5, None]
+    assert s["envelope"]["of"] == ["a"]  # the envelope is over certify logs only
+    md = format_table(summarize([logs[0], p], [0.0, 0.5]), "md")
+    assert "| p | 2 | 50.0 | 50.0 | - | 50.0 | - |" in md
+
+
+def test_markdown_and_latex_mark_the_best_cell(logs):
+    s = summarize(logs, [0.0, 0.5, 1.0], labels=["A", "B"], envelope=True)
+    md = format_table(s, "md").splitlines()
+    assert md[0] == "| config | n | acc. (%) | abstain (%) | ACR | r=0.00 | r=0.50 | r=1.00 |"
+    assert md[2] == "| A | 5 | 60.0 | **20.0** | 0.320 | 60.0 | **40.0** | 0.0 |"
+    assert md[3] == "| B | 4 | **75.0** | 25.0 | **0.375** | **75.0** | 25.0 | 0.0 |"
+    assert md[4] == "| best of 2 (envelope) |  | - | - | - | 75.0 | 40.0 | 0.0 |"
+    tex = format_table(summarize(logs, [0.0, 0.5, 1.0], labels=["A_1", "B σ"]), "latex")
+    assert "A\\_1 & 5 & 60.0 & \\textbf{20.0} & 0.320 & 60.0 & \\textbf{40.0} & 0.0 \\\\" in tex
+    assert "B $\\sigma$ & 4 & \\textbf{75.0} & 25.0 & \\textbf{0.375} & \\textbf{75.0} & 25.0 & 0.0 \\\\" in tex
+    assert tex.count("\\begin{tabular}") == 1 and "\\multicolumn{3}" in tex and "\\end{tabular}" in tex
+    assert latex_escape("50% & a#b") == "50\\% \\& a\\#b"
+
+
+def test_csv_has_numbers_and_best_column(logs):
+    rows = list(csv.DictReader(io.StringIO(format_table(summarize(logs, [0.0, 0.5], labels=["A", "B"],
+                                                                  envelope=True), "csv"))))
+    assert [r["label"] for r in rows] == ["A", "B", "envelope"]
+    assert float(rows[0]["acr"]) == pytest.approx(0.32) and float(rows[1]["r=0.00"]) == pytest.approx(0.75)
+    assert rows[0]["best"] == "abstain_rate r=0.50" and rows[1]["best"] == "accuracy acr r=0.00"
+    assert float(rows[2]["r=0.50"]) == pytest.approx(0.4)
+
+
+def test_summarize_errors(logs, tmp_path):
+    with pytest.raises(ValueError, match="labels"):
+        summarize(logs, RADII, labels=["only one"])
+    with pytest.raises(ValueError, match="radii"):
+        summarize(logs, [-1.0])
+    p = write(tmp_path / "p.tsv", "idx\tlabel\tpredict\tcorrect\ttime\n0\t1\t1\t1\t0.1\n")
+    with pytest.raises(ValueError, match="envelope"):
+        summarize([p], RADII, envelope=True)
+    with pytest.raises(ValueError, match="fmt"):
+        format_table(summarize(logs, RADII), "html")
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def test_cli_analyze_writes_each_format(logs, runner, tmp_path):
+    out = tmp_path / "t.json"  # format from the suffix
+    r = runner.invoke(main, ["analyze", *map(str, logs), "--radii", "0:1:0.25", "--label", "A", "--label", "B",
+                             "--envelope", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    s = json.loads(out.read_text())
+    assert s["radii"] == RADII and [x["label"] for x in s["logs"]] == ["A", "B"]
+    assert s["envelope"]["certified_accuracy"] == pytest.approx([0.75, 0.6, 0.4, 0.25, 0.0])
+    r = runner.invoke(main, ["analyze", *map(str, logs), "--radii", "0,0.5", "--format", "latex"])
+    assert r.exit_code == 0 and r.output.startswith("% needs \\usepackage{booktabs}")
+    r = runner.invoke(main, ["analyze", str(logs[0]), "--radii", "0.5"])  # md by default, label = file stem
+    assert r.exit_code == 0 and "| a | 5 | 60.0 | 20.0 | 0.320 | 40.0 |" in r.output
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["{empty}"], "is empty"),
+    (["{malformed}"], "malformed"),
+    (["{dup}"], "duplicate idx"),
+    (["{a}", "--radii", "0:x"], "--radii"),
+    (["{a}", "--radii", "2:1:0.5"], "--radii"),
+    (["{a}", "--out", "{missing}/t.md"], "does not exist"),
+    (["{a}", "{a}", "--label", "one"], "--label"),
+    (["{a}", "--format", "html"], "--format"),
+    (["{nofile}"], "does not exist"),
+])
+def test_cli_analyze_bad_input_exits_2_with_one_line(logs, runner, tmp_path, args, needle):
+    paths = {"a": str(logs[0]), "empty": str(write(tmp_path / "e.tsv", "")),
+             "malformed": str(write(tmp_path / "m.tsv", HEADER + "0\t1\t1\tfar\t1\t1\n")),
+             "dup": str(write(tmp_path / "d.tsv", HEADER + "3\t1\t1\t0.5\t1\t1\n3\t1\t1\t0.5\t1\t1\n")),
+             "missing": str(tmp_path / "no" / "such"), "nofile": str(tmp_path / "nofile.tsv")}
+    r = runner.invoke(main, ["analyze", *[a.format(**paths) for a in args]])
+    assert r.exit_code == 2, r.output
+    errors = [line for line in r.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and needle in errors[0] and "Traceback" not in r.output
