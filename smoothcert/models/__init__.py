@@ -57,6 +57,6 @@ def create_model(
     return nn.Sequential(NormalizeLayer(mean, std), net)
 
 
-from . import cifar_resnet, lenet, preact_resnet, wrn  # noqa: E402,F401  (register families)
+from . import cifar_resnet, lenet, preact_resnet, resnet, wrn  # noqa: E402,F401  (register families)
 
 __all__ = ["NormalizeLayer", "create_model", "list_models", "register_model"]

@@ -1,0 +1,149 @@
+"""``smoothcert train``: a thin wrapper over ``smoothcert.train.train``.
+
+Method flags map onto the chosen method's constructor by name (``--alps-eps`` -> ``alps_eps``),
+read from its signature: a method flag the method does not take is an error, never ignored.
+"""
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import main
+from .certify import resolve_device
+from ..methods import _REGISTRY, _load_all, list_methods
+from ..models.dubin import NORMS
+from ..train import SCHEDULES, NonFiniteLoss, train as train_run
+
+# (flag, type, help): every method parameter the CLI knows; each goes to the methods that take it
+METHOD_FLAGS: list[tuple[str, Any, str]] = [
+    ("--sigma", float, "Gaussian noise level in [0, 1] pixel units (gauss, maxup-gauss, maxup, alps, smoothadv); "
+                       "recorded as the sigma to certify at."),
+    ("--m", int, "MaxUp: number of augmented copies per input (maxup-gauss, maxup). Under torchrun write "
+                 "--num-copies (torchrun's parser claims --m)."),
+    ("--warmup-epochs", int, "MaxUp: epochs of plain augmentation (m = 1) first [maxup-gauss: 5, maxup: 0]."),
+    ("--augment", str, "maxup: augmentation chain, names joined by '+', each with an optional :value -- gaussian, "
+                       "crop-flip[:padding], cutout[:size], cutmix[:alpha], mixup[:alpha]; e.g. 'crop-flip+cutmix'."),
+    ("--select-resolution", int, "maxup: rank the m copies on images downsampled to this side; train at full size."),
+    ("--alps-alpha", float, "ALPS: lam ~ Beta(alps-alpha, alps-beta) [8]."),
+    ("--alps-beta", float, "ALPS: lam ~ Beta(alps-alpha, alps-beta) [2]."),
+    ("--alps-eps", float, "ALPS: label mass budget E in (0, 1]; E/2 moves to the least-likely class [0.5]."),
+    ("--epsilon", float, "SmoothAdv: L2 radius of the attack in [0, 1] pixel units, i.e. the original code's "
+                         "--epsilon divided by 256 (its 64 is 0.25 here)."),
+    ("--num-steps", int, "SmoothAdv: PGD steps T."),
+    ("--num-noise-vec", int, "SmoothAdv: noisy copies M per input."),
+    ("--warmup", int, "SmoothAdv: epochs over which epsilon ramps up."),
+    ("--js-lambda", float, "AugMix/AugMax: weight of the Jensen-Shannon consistency loss."),
+    ("--augmax-steps", int, "AugMax: steps of the adversarial mixing search."),
+    ("--augmax-step-size", float, "AugMax: step size of the adversarial mixing search."),
+]
+
+
+ALIASES = {"--m": ("--num-copies",)}  # torchrun's argument parser takes --m for an abbreviation of its own options
+
+
+def _param(flag: str) -> str:
+    return flag[2:].replace("-", "_")
+
+
+def method_params(method: str, given: dict[str, Any]) -> dict[str, Any]:
+    """The constructor arguments of ``method`` from the method flags given (None = not given).
+    UsageError for a flag the method does not take or a required one that is missing."""
+    _load_all()
+    if method not in _REGISTRY:
+        raise click.BadParameter(f"unknown method {method!r}; choose from {', '.join(list_methods())}",
+                                 param_hint="--method")
+    sig = inspect.signature(_REGISTRY[method].__init__)
+    accepted = {n for n, p in sig.parameters.items()
+                if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    params = {}
+    for flag, _, _ in METHOD_FLAGS:
+        value = given.get(_param(flag))
+        if value is None:
+            continue
+        if _param(flag) not in accepted:
+            raise click.UsageError(f"{flag} is not used by method {method}")
+        params[_param(flag)] = value
+    flags = {_param(f): f for f, _, _ in METHOD_FLAGS}
+    for name, p in sig.parameters.items():
+        if name != "self" and p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) \
+                and name not in params:
+            raise click.UsageError(f"method {method} needs {flags.get(name, name)}")
+    return params
+
+
+def _method_options(fn: Any) -> Any:
+    for flag, typ, help_text in reversed(METHOD_FLAGS):
+        fn = click.option(flag, *ALIASES.get(flag, ()), _param(flag), type=typ, default=None, help=help_text)(fn)
+    return fn
+
+
+@main.command("train")
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--dataset", default="digits", show_default=True,
+              help="digits (bundled), mnist, cifar10, cifar100, svhn, imagenet, synthetic.")
+@click.option("--data-root", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Folder with the dataset files (mnist, cifar10, ...).")
+@click.option("--download", is_flag=True, help="Fetch missing dataset files (needs torchvision and internet).")
+@click.option("--arch", default=None, help="Model (default: the dataset's), e.g. lenet, cifar_resnet110, wrn.")
+@click.option("--norm", type=click.Choice(NORMS), default="bn", show_default=True,
+              help="Normalisation layers: bn, or AugMax's dual BatchNorm dubn / dubin.")
+@click.option("--method", default="gauss", show_default=True,
+              help="Training method: gauss, maxup-gauss, maxup, alps, smoothadv, augmix, augmax.")
+@_method_options
+@click.option("--epochs", type=int, default=90, show_default=True)
+@click.option("--batch-size", "--batch", "batch_size", type=int, default=256, show_default=True,
+              help="Global batch size (over all torchrun processes).")
+@click.option("--lr", type=float, default=0.1, show_default=True)
+@click.option("--momentum", type=float, default=0.9, show_default=True)
+@click.option("--weight-decay", type=float, default=1e-4, show_default=True)
+@click.option("--schedule", type=click.Choice(SCHEDULES), default="step", show_default=True,
+              help="step: lr x lr-gamma every lr-step-size epochs; cosine: to 0 over the epochs.")
+@click.option("--lr-step-size", type=int, default=30, show_default=True)
+@click.option("--lr-gamma", type=float, default=0.1, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available).")
+@click.option("--amp", is_flag=True, help="Mixed precision on CUDA (bfloat16 where supported, else float16).")
+@click.option("--resume", is_flag=True, help="Continue the run in OUT_DIR (same settings; --epochs may grow).")
+@click.option("--num-workers", type=int, default=0, show_default=True, help="DataLoader workers (image folders).")
+@click.option("--max-train-samples", type=int, default=None, help="Train on the first N inputs only.")
+@click.option("--max-test-samples", type=int, default=None, help="Evaluate on the first N test inputs only.")
+@click.option("--quiet", is_flag=True, help="No progress bar or epoch lines.")
+def train(out_dir: Path, dataset: str, data_root: str | None, download: bool, arch: str | None, norm: str,
+          method: str, epochs: int, batch_size: int, lr: float, momentum: float, weight_decay: float, schedule: str,
+          lr_step_size: int, lr_gamma: float, seed: int, device: str | None, amp: bool, resume: bool,
+          num_workers: int, max_train_samples: int | None, max_test_samples: int | None, quiet: bool,
+          **given: Any) -> None:
+    """Train a base classifier into the run directory OUT_DIR.
+
+    OUT_DIR gets config.json (what `smoothcert certify` needs), checkpoint.pt (each epoch,
+    atomically) and train_log.tsv. Defaults follow Cohen et al. (2019). Under torchrun, run
+    `torchrun --nproc_per_node N -m smoothcert.cli train ...`.
+
+    \b
+    Examples:
+      smoothcert train runs/gauss --method gauss --sigma 0.25
+      smoothcert train runs/maxup --dataset cifar10 --data-root data --method maxup-gauss --m 25 --sigma 0.25
+    """
+    params = method_params(method, given)
+    dev = resolve_device(device)
+    try:
+        train_run(out_dir, dataset=dataset, arch=arch, method=method, method_params=params, epochs=epochs,
+                  batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay, schedule=schedule,
+                  lr_step_size=lr_step_size, lr_gamma=lr_gamma, data_root=data_root, download=download, seed=seed,
+                  device=dev, amp=amp, resume=resume, quiet=quiet, model_kwargs={"norm": norm},
+                  num_workers=num_workers, max_train_samples=max_train_samples, max_test_samples=max_test_samples)
+    except ValueError as e:
+        msg = str(e).splitlines()[0] if str(e) else "invalid input"
+        for flag, _, _ in METHOD_FLAGS:  # "m must be ..." from the method -> "--m: must be ..."
+            if msg.startswith(_param(flag) + " ") and _param(flag) in params:
+                raise click.BadParameter(msg[len(_param(flag)) + 1:], param_hint=flag) from None
+        for name in ("epochs", "batch_size", "lr", "momentum", "weight_decay", "lr_step_size", "lr_gamma", "seed",
+                     "num_workers", "max_train_samples", "max_test_samples"):
+            if msg.startswith(name + " "):
+                raise click.BadParameter(msg[len(name) + 1:], param_hint="--" + name.replace("_", "-")) from None
+        raise click.UsageError(msg) from None
+    except NonFiniteLoss as e:
+        raise click.ClickException(str(e)) from None
