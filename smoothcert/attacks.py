@@ -52,7 +52,7 @@ from .certification import Selection
 from .data import ImageDataset
 from .logs import TSVLog, atomic_write_json, read_tsv
 from .noise import GaussianNoise
-from .smoothing import ABSTAIN, Smooth, _model_device
+from .smoothing import ABSTAIN, Smooth, model_device
 
 NORMS = ("linf", "l2")
 ATTACK_COLUMNS = ("idx", "label", "predict", "correct", "clean_predict", "delta_norm", "time")
@@ -447,7 +447,7 @@ def attack_dataset(model: nn.Module, dataset: ImageDataset, attack: Attack, out:
     batch_size = _check_batch_size(batch_size)
     if not isinstance(attack, Attack):
         raise ValueError("attack must be an FGSM or PGD instance")
-    device = _model_device(model)
+    device = model_device(model)
     predict = _predictor(model, dataset.num_classes, smoothed, batch_size)
     crafter = model if source is None else source
 
@@ -525,7 +525,7 @@ def check_certificates(model: nn.Module, dataset: ImageDataset, log: str | Path,
         if int(dataset[idx][1]) != label:
             raise ValueError(f"certify log says idx {idx} has label {label}, the dataset says {int(dataset[idx][1])}:"
                              " wrong dataset or split?")
-    device = _model_device(model)
+    device = model_device(model)
     predict = _predictor(model, dataset.num_classes, spec, batch_size)
 
     def step(idx: list[int], xs: torch.Tensor, ys: torch.Tensor, gen: torch.Generator) -> list[list[Any]]:

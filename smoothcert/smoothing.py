@@ -29,17 +29,12 @@ from torch import nn
 
 from .noise import GaussianNoise
 from .stats import abstain_test_pvalue, clopper_pearson_lower
+from .validation import check_int
 
 ABSTAIN = -1
 
 
-def _check_positive_int(name: str, value: int) -> int:
-    if isinstance(value, bool) or int(value) != value or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
-def _model_device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
     for t in model.parameters():
         return t.device
     for t in model.buffers():
@@ -68,8 +63,8 @@ def sample_counts(
     so a forward batch may hold the samples of several inputs. ``buffer`` (optional, at least
     ``batch_size`` rows of xs's sample shape) is reused for the noisy batch.
     """
-    num = _check_positive_int("num", num)
-    batch_size = _check_positive_int("batch_size", batch_size)
+    num = check_int("num", num, 1)
+    batch_size = check_int("batch_size", batch_size, 1)
     if xs.dim() < 2:
         raise ValueError(f"xs must be a batch (B, C, ...), got shape {tuple(xs.shape)}")
     B, shape = xs.shape[0], tuple(xs.shape[1:])
@@ -136,14 +131,14 @@ class Smooth:
     ):
         if not isinstance(base_classifier, nn.Module) and not callable(base_classifier):
             raise ValueError("base_classifier must be an nn.Module or a callable")
-        num_classes = _check_positive_int("num_classes", num_classes)
+        num_classes = check_int("num_classes", num_classes, 1)
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         self.base_classifier = base_classifier
         self.num_classes = num_classes
         self.noise = GaussianNoise(sigma)
         self.sigma = self.noise.sigma
-        self.device = _model_device(base_classifier) if isinstance(base_classifier, nn.Module) else torch.device("cpu")
+        self.device = model_device(base_classifier) if isinstance(base_classifier, nn.Module) else torch.device("cpu")
         self.amp_dtype = amp_dtype
         self.channels_last = (self.device.type == "cuda") if channels_last is None else bool(channels_last)
         if self.channels_last and isinstance(base_classifier, nn.Module):
@@ -207,8 +202,8 @@ class Smooth:
 
         Selection (n0) and estimation (n) use independent draws; the host syncs once per call.
         """
-        n0 = _check_positive_int("n0", n0)
-        n = _check_positive_int("n", n)
+        n0 = check_int("n0", n0, 1)
+        n = check_int("n", n, 1)
         if not (0.0 < alpha < 1.0):
             raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
         xs = self._as_batch(xs, "xs", single=False)
@@ -248,7 +243,7 @@ class Smooth:
     ) -> torch.Tensor:
         """PREDICT for each input of ``xs``: a (B,) int64 tensor, ``ABSTAIN`` where the binomial
         test of the top two counts has p-value > alpha."""
-        n = _check_positive_int("n", n)
+        n = check_int("n", n, 1)
         if not (0.0 < alpha < 1.0):
             raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
         xs = self._as_batch(xs, "xs", single=False)

@@ -32,7 +32,6 @@ batch in [0, 1] pixel space and takes an SGD step; each epoch it calls
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -53,6 +52,7 @@ from .methods import Method, create_method
 from .models import create_model
 from .noise import add_gaussian_noise
 from .runs import CHECKPOINT_NAME, CONFIG_NAME, FORMAT, read_config
+from .validation import check_float, check_int
 
 TRAIN_LOG_NAME = "train_log.tsv"
 TRAIN_COLUMNS = ("epoch", "seconds", "lr", "train_loss", "train_acc", "test_acc_noisy")
@@ -301,23 +301,6 @@ class Trainer:
 
 
 # -- validation ----------------------------------------------------------------------------------
-def _check_int(name: str, v: Any, minimum: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or v < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
-    return int(v)
-
-
-def _check_float(name: str, v: Any, lo: float, hi: float = math.inf, lo_open: bool = False, hi_open: bool = False) -> float:
-    ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
-    if ok:
-        ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
-    if not ok:
-        rng = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}" if math.isfinite(hi) \
-            else f"{'>' if lo_open else '>='} {lo:g}"
-        raise ValueError(f"{name} must be {'in ' if math.isfinite(hi) else ''}{rng}, got {v!r}")
-    return float(v)
-
-
 def _normalise(obj: Any) -> Any:
     """``obj`` as it reads back from config.json (tuples become lists, ...)."""
     return json.loads(json.dumps(obj))
@@ -389,20 +372,20 @@ def train(
     Returns ``out_dir``. Raises ValueError naming the bad argument, NonFiniteLoss if the loss
     diverges (the last good checkpoint is kept)."""
     out = Path(out_dir)
-    epochs = _check_int("epochs", epochs, 1)
-    batch_size = _check_int("batch_size", batch_size, 1)
-    lr = _check_float("lr", lr, 0.0, lo_open=True)
-    momentum = _check_float("momentum", momentum, 0.0, 1.0, hi_open=True)
-    weight_decay = _check_float("weight_decay", weight_decay, 0.0)
+    epochs = check_int("epochs", epochs, 1)
+    batch_size = check_int("batch_size", batch_size, 1)
+    lr = check_float("lr", lr, 0.0, lo_open=True)
+    momentum = check_float("momentum", momentum, 0.0, 1.0, hi_open=True)
+    weight_decay = check_float("weight_decay", weight_decay, 0.0)
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
-    lr_step_size = _check_int("lr_step_size", lr_step_size, 1)
-    lr_gamma = _check_float("lr_gamma", lr_gamma, 0.0, 1.0, lo_open=True)
-    seed = _check_int("seed", seed, 0)
-    num_workers = _check_int("num_workers", num_workers, 0)
+    lr_step_size = check_int("lr_step_size", lr_step_size, 1)
+    lr_gamma = check_float("lr_gamma", lr_gamma, 0.0, 1.0, lo_open=True)
+    seed = check_int("seed", seed, 0)
+    num_workers = check_int("num_workers", num_workers, 0)
     for name, v in (("max_train_samples", max_train_samples), ("max_test_samples", max_test_samples)):
         if v is not None:
-            _check_int(name, v, 1)
+            check_int(name, v, 1)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out_dir {str(out)!r} exists and is not a folder")
     method_params = dict(method_params or {})

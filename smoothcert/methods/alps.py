@@ -30,7 +30,7 @@ from ..losses import soft_cross_entropy
 from ..noise import add_gaussian_noise
 from . import register_method
 from .base import Method
-from .maxup import check_sigma
+from ..validation import check_sigma
 
 
 def alps_target(logits: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:

@@ -29,7 +29,6 @@ whose gradient is the gradient of the loss of each input's argmax-loss copy. Her
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -38,22 +37,8 @@ from torch import nn
 from ..augment import Augmentation, LabelMix, downsample
 from . import register_method
 from .base import Method
+from ..validation import check_int, check_sigma
 from .common import batch_stats_only, unwrap
-
-
-def check_int(name: str, value: Any, minimum: int) -> int:
-    """``value`` as an int; ValueError naming ``name`` if it is not an integer >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def check_sigma(value: Any, positive: bool = False) -> float:
-    """``value`` as a float; ValueError unless it is a finite number >= 0 (> 0 with ``positive``)."""
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    if not ok or value < 0 or (positive and value == 0):
-        raise ValueError(f"sigma must be a finite number {'>' if positive else '>='} 0, got {value!r}")
-    return float(value)
 
 
 @register_method("maxup")

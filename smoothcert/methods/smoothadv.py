@@ -30,7 +30,7 @@ from ..noise import GaussianNoise
 from . import register_method
 from .base import Method
 from .common import unwrap
-from .maxup import check_int, check_sigma
+from ..validation import check_int, check_sigma
 
 
 @register_method("smoothadv")
