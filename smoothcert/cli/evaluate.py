@@ -1,0 +1,102 @@
+"""``smoothcert evaluate``: accuracy under common corruptions, a thin wrapper over
+``smoothcert.corruptions.evaluate_corruptions``."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import main
+from ..certification import check_compatible
+from ..corruptions import evaluate_corruptions, load_result, parse_corruptions, parse_severities
+from ..data import get_dataset
+from ..logs import atomic_write_json
+from ..runs import load_model
+from .certify import resolve_device, user_errors
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The per-corruption accuracies (%) by severity, their mean and CE, then SA, RA and mCE."""
+    sevs = [str(s) for s in result["severities"]]
+    has_ce = result.get("CE") is not None
+    width = max(len("corruption"), *(len(c) for c in result["corruptions"]))
+    head = f"{'corruption':<{width}} " + " ".join(f"{'s' + s:>6}" for s in sevs) + f" {'mean':>6}"
+    head += f" {'CE':>6}" if has_ce else ""
+    lines = [head, "-" * len(head)]
+    for c in result["corruptions"]:
+        row = f"{c:<{width}} " + " ".join(f"{100 * result['accuracy'][c][s]:6.1f}" for s in sevs)
+        row += f" {100 * result['corruption_accuracy'][c]:6.1f}"
+        row += f" {100 * result['CE'][c]:6.1f}" if has_ce else ""
+        lines.append(row)
+    summary = f"SA {100 * result['SA']:.2f}%  RA {100 * result['RA']:.2f}%"
+    summary += f"  mCE {100 * result['mCE']:.1f}%" if has_ce else ""
+    lines += ["-" * len(head), summary + f"  ({result['num_images']} images)"]
+    return "\n".join(lines)
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--corruptions", default="all", show_default=True,
+              help="'all' or comma-separated names: gaussian_noise, shot_noise, impulse_noise, speckle_noise, "
+                   "gaussian_blur, defocus_blur, motion_blur, zoom_blur, contrast, brightness, pixelate, "
+                   "jpeg_compression.")
+@click.option("--severities", default="1,2,3,4,5", show_default=True, help="Comma-separated severities in 1..5.")
+@click.option("--dataset", default=None, help="Dataset name (default: the model's training dataset).")
+@click.option("--data-root", default=None, help="Folder with the dataset files (mnist, cifar10, ...).")
+@click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
+@click.option("--baseline", type=click.Path(path_type=Path), default=None,
+              help="RESULT.json of the baseline model (from smoothcert evaluate --out): adds CE and mCE.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the result as JSON here.")
+@click.option("--max", "max_images", type=int, default=None, help="Evaluate the first MAX images only.")
+@click.option("--batch", type=int, default=256, show_default=True, help="Batch size.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the random corruptions (results depend on it and on --batch).")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@user_errors
+def evaluate(model: Path, corruptions: str, severities: str, dataset: str | None, data_root: str | None, split: str,
+             baseline: Path | None, out: Path | None, max_images: int | None, batch: int, seed: int,
+             device: str | None, quiet: bool) -> None:
+    """Accuracy of MODEL under common corruptions (Hendrycks & Dietterich, 2019).
+
+    MODEL is a run directory written by `smoothcert train` or a checkpoint. Reports SA (clean
+    accuracy), RA (mean accuracy over corruptions and severities), the accuracy per corruption
+    and severity, and with --baseline the corruption errors CE and their mean mCE.
+    """
+    try:
+        names = parse_corruptions(corruptions)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--corruptions") from None
+    try:
+        sevs = parse_severities(severities)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--severities") from None
+    if batch < 1:
+        raise click.BadParameter(f"must be >= 1, got {batch}", param_hint="--batch")
+    if max_images is not None and max_images < 1:
+        raise click.BadParameter(f"must be >= 1, got {max_images}", param_hint="--max")
+    if out is not None and not out.parent.is_dir():
+        raise click.BadParameter(f"folder {str(out.parent)!r} does not exist", param_hint="--out")
+    base = None
+    if baseline is not None:
+        try:
+            base = load_result(baseline)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--baseline") from None
+    dev = resolve_device(device)
+    net, config = load_model(model, dev)
+    name = dataset or config.get("dataset")
+    if name is None:
+        raise click.BadParameter("the model records no dataset: give --dataset", param_hint="--dataset")
+    root = data_root if data_root is not None else config.get("data_root")
+    ds = get_dataset(name, split, root)
+    check_compatible(config, ds)
+    result = evaluate_corruptions(net, ds, names, sevs, batch_size=batch, seed=seed, baseline=base,
+                                  max_images=max_images, device=dev, progress=not quiet and sys.stderr.isatty())
+    result.update({"model": str(model), "split": split,
+                   "baseline": None if baseline is None else str(baseline)})
+    if out is not None:
+        atomic_write_json(result, out)
+    click.echo(format_table(result))
