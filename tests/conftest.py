@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny trained-free run directory on the digits data, and CLI runner."""
+"""Shared fixtures: a run directory with random weights on the digits data, and a CLI runner."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +9,10 @@ from click.testing import CliRunner
 
 from smoothcert.logs import atomic_torch_save, atomic_write_json
 from smoothcert.models import create_model
+
+# Small models on a 2-core machine: one intra-op thread avoids oversubscription (tests that
+# start subprocesses set OMP_NUM_THREADS themselves).
+torch.set_num_threads(1)
 
 
 def write_run(path: Path, arch: str = "digits_cnn", dataset: str = "digits", input_shape=(1, 8, 8),

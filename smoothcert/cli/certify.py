@@ -67,7 +67,7 @@ def _smoothing_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--amp", type=click.Choice(sorted(_AMP)), default="none", show_default=True,
                      help="Autocast dtype for the forward passes (CUDA)."),
         click.option("--channels-last/--no-channels-last", default=None,
-                     help="Memory format of the noisy batches (default: on for CUDA, off for CPU)."),
+                     help="Channels-last memory format for the model and the noisy batches (default: on)."),
         click.option("--compile", "compile_model", is_flag=True, help="Wrap the model in torch.compile."),
         click.option("--quiet", is_flag=True, help="No progress bar."),
     ]
