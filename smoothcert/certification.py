@@ -51,15 +51,6 @@ class Selection:
         return idx if self.max_count == -1 else idx[: self.max_count]
 
 
-def check_compatible(config: dict[str, Any], dataset: ImageDataset) -> None:
-    """ValueError if a model's config does not fit the dataset (classes, input shape)."""
-    if int(config["num_classes"]) != dataset.num_classes:
-        raise ValueError(f"model has {config['num_classes']} classes but dataset {dataset.name!r} has {dataset.num_classes}")
-    if tuple(config["input_shape"]) != tuple(dataset.input_shape):
-        raise ValueError(f"model expects inputs of shape {tuple(config['input_shape'])} but dataset "
-                         f"{dataset.name!r} has {tuple(dataset.input_shape)}")
-
-
 def _dist_info() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))

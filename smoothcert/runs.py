@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .data import ImageDataset, get_dataset
 from .logs import safe_torch_load
 from .models import create_model
 
@@ -91,3 +92,27 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
         bad = (sorted(set(result.missing_keys) - allowed_missing) + result.unexpected_keys)[:3]
         raise ValueError(f"checkpoint {str(path)!r} does not match arch {config['arch']!r} (e.g. {', '.join(bad)})")
     return model.to(device).eval(), config
+
+
+def check_compatible(config: dict[str, Any], dataset: ImageDataset) -> None:
+    """ValueError if a model's config does not fit the dataset (classes, input shape)."""
+    if int(config["num_classes"]) != dataset.num_classes:
+        raise ValueError(f"model has {config['num_classes']} classes but dataset {dataset.name!r} has {dataset.num_classes}")
+    if tuple(config["input_shape"]) != tuple(dataset.input_shape):
+        raise ValueError(f"model expects inputs of shape {tuple(config['input_shape'])} but dataset "
+                         f"{dataset.name!r} has {tuple(dataset.input_shape)}")
+
+
+def load_model_and_dataset(path: str | Path, dataset: str | None = None, data_root: str | None = None,
+                           split: str = "test", device: str | torch.device = "cpu"
+                           ) -> tuple[nn.Sequential, dict[str, Any], ImageDataset]:
+    """``load_model(path)`` plus the dataset to evaluate it on: ``dataset``/``data_root`` default
+    to the ones the model was trained with; ValueError if the model does not fit the data."""
+    model, config = load_model(path, device)
+    name = dataset or config.get("dataset")
+    if name is None:
+        raise ValueError("the model records no dataset: give --dataset")
+    root = data_root if data_root is not None else config.get("data_root")
+    ds = get_dataset(name, split, root)
+    check_compatible(config, ds)
+    return model, config, ds

@@ -11,7 +11,6 @@ import torch
 
 from smoothcert.cli import main
 from smoothcert.logs import CERTIFY_COLUMNS, atomic_torch_save, read_tsv
-from smoothcert.models import create_model
 from smoothcert.models.cifar_resnet import CifarResNet
 from smoothcert.runs import load_model
 

@@ -6,7 +6,6 @@ from pathlib import Path
 import matplotlib
 import matplotlib.image
 import matplotlib.pyplot as plt
-import numpy as np
 import pytest
 
 from smoothcert.cli import main

@@ -112,7 +112,6 @@ def test_radius_formula_and_bound_on_linear_model():
 def test_soundness_on_linear_classifier():
     """Certified radius > true radius must happen at a rate consistent with alpha."""
     torch.manual_seed(0)
-    d = 16
     w = torch.randn(1, 4, 4)
     b = 0.1
     sigma, alpha, n0, n = 0.5, 0.1, 20, 300

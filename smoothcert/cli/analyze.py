@@ -10,7 +10,7 @@ import click
 from . import main
 from ..analysis import FORMATS, format_table, load_log, parse_radii, summarize
 from ..logs import atomic_write_bytes
-from .certify import user_errors
+from .common import user_errors
 
 _SUFFIX_FORMAT = {".md": "md", ".tex": "latex", ".json": "json", ".csv": "csv"}
 

@@ -13,10 +13,9 @@ from click.core import ParameterSource
 
 from . import main
 from ..attacks import FGSM, NORMS, PGD, SmoothedEval, attack_dataset, check_certificates
-from ..certification import Selection, check_compatible
-from ..data import get_dataset
-from ..runs import load_model
-from .certify import resolve_device, user_errors
+from ..certification import Selection
+from ..runs import check_compatible, load_model, load_model_and_dataset
+from .common import resolve_device, user_errors
 
 SANITY_STEPS, SANITY_STEP_SIZE = 200, 0.01
 
@@ -135,13 +134,7 @@ def attack(ctx: click.Context, model: Path, dataset: str | None, data_root: str 
         _refuse(ctx, "to FGSM (one step of size --eps)", "steps", "step_size", "random_start")
 
     dev = resolve_device(device)
-    net, config = load_model(model, dev)
-    name = dataset or config.get("dataset")
-    if name is None:
-        raise click.BadParameter("the model records no dataset: give --dataset", param_hint="--dataset")
-    root = data_root if data_root is not None else config.get("data_root")
-    ds = get_dataset(name, split, root)
-    check_compatible(config, ds)
+    net, config, ds = load_model_and_dataset(model, dataset, data_root, split, dev)
     crafter = None
     if source is not None:
         crafter, source_config = load_model(source, dev)
@@ -158,7 +151,7 @@ def attack(ctx: click.Context, model: Path, dataset: str | None, data_root: str 
         if not sigma:
             raise click.BadParameter("the model records no training sigma: give --sigma", param_hint="--sigma")
     selection = Selection(skip, max_count)
-    meta = {"model": str(model), "config": config, "dataset": name, "split": split,
+    meta = {"model": str(model), "config": config, "dataset": ds.name, "split": split,
             "source": str(source) if source is not None else None}
     progress = not quiet and sys.stderr.isatty()
 

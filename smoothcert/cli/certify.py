@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from functools import wraps
 from pathlib import Path
 from typing import Any, Callable
 
@@ -11,37 +10,12 @@ import click
 import torch
 
 from . import main
-from ..certification import Selection, certify_dataset, check_compatible, predict_dataset
-from ..data import get_dataset
-from ..runs import load_model
+from ..certification import Selection, certify_dataset, predict_dataset
+from ..runs import load_model_and_dataset
 from ..smoothing import Smooth
+from .common import resolve_device, user_errors
 
 _AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the library's ValueError into click's one-line usage error (exit status 2)."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except ValueError as e:
-            raise click.UsageError(str(e).splitlines()[0] if str(e) else "invalid input") from None
-
-    return wrapper
-
-
-def resolve_device(device: str | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise click.BadParameter(f"unknown device {device!r}", param_hint="--device") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise click.BadParameter("CUDA is not available on this machine", param_hint="--device")
-    return dev
 
 
 def _smoothing_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -86,23 +60,16 @@ def _prepare(model: Path, dataset: str | None, data_root: str | None, split: str
         raise click.BadParameter(f"must be >= 1, got {batch}", param_hint="--batch")
     if not out.parent.is_dir():
         raise click.BadParameter(f"folder {str(out.parent)!r} does not exist", param_hint="--out")
-    dev = resolve_device(device)
-    net, config = load_model(model, dev)
+    net, config, ds = load_model_and_dataset(model, dataset, data_root, split, resolve_device(device))
     if sigma is None:
         sigma = config.get("sigma")
         if not sigma:
             raise click.BadParameter("the model records no training sigma: give --sigma", param_hint="--sigma")
     if sigma <= 0:
         raise click.BadParameter(f"must be > 0, got {sigma}", param_hint="--sigma")
-    name = dataset or config.get("dataset")
-    if name is None:
-        raise click.BadParameter("the model records no dataset: give --dataset", param_hint="--dataset")
-    root = data_root if data_root is not None else config.get("data_root")
-    ds = get_dataset(name, split, root)
-    check_compatible(config, ds)
     smooth = Smooth(net, int(config["num_classes"]), sigma, amp_dtype=_AMP[amp], channels_last=channels_last,
                     compile=compile_model)
-    meta = {"model": str(model), "config": config, "dataset": name, "split": split, "command": sys.argv[1:2]}
+    meta = {"model": str(model), "config": config, "dataset": ds.name, "split": split}
     return smooth, ds, meta
 
 

@@ -9,12 +9,10 @@ from typing import Any
 import click
 
 from . import main
-from ..certification import check_compatible
 from ..corruptions import evaluate_corruptions, load_result, parse_corruptions, parse_severities
-from ..data import get_dataset
 from ..logs import atomic_write_json
-from ..runs import load_model
-from .certify import resolve_device, user_errors
+from ..runs import load_model_and_dataset
+from .common import resolve_device, user_errors
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -86,13 +84,7 @@ def evaluate(model: Path, corruptions: str, severities: str, dataset: str | None
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--baseline") from None
     dev = resolve_device(device)
-    net, config = load_model(model, dev)
-    name = dataset or config.get("dataset")
-    if name is None:
-        raise click.BadParameter("the model records no dataset: give --dataset", param_hint="--dataset")
-    root = data_root if data_root is not None else config.get("data_root")
-    ds = get_dataset(name, split, root)
-    check_compatible(config, ds)
+    net, config, ds = load_model_and_dataset(model, dataset, data_root, split, dev)
     result = evaluate_corruptions(net, ds, names, sevs, batch_size=batch, seed=seed, baseline=base,
                                   max_images=max_images, device=dev, progress=not quiet and sys.stderr.isatty())
     result.update({"model": str(model), "split": split,

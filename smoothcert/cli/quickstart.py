@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from . import main
-from .certify import user_errors
+from .common import user_errors
 
 
 @main.command()
@@ -17,7 +17,7 @@ from .certify import user_errors
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @user_errors
 def quickstart(out: Path, small: bool, quiet: bool) -> None:
-    """Train gauss and maxup-gauss on the bundled digits (sigma 0.25), certify 100 held-out
+    """Train gauss and maxup-gauss on the bundled digits (sigma 0.25), certify 200 held-out
     inputs with N = 10 000, print the comparison table and write the plot. Offline, a few
     minutes on 2 CPU cores; rerunning resumes."""
     from ..quickstart import QuickstartSettings, quickstart as run

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from . import main
-from .certify import resolve_device
+from .common import resolve_device
 from ..methods import _REGISTRY, _load_all, list_methods
 from ..models.dubin import NORMS
 from ..train import SCHEDULES, NonFiniteLoss, train as train_run
