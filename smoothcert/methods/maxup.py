@@ -35,9 +35,9 @@ import torch
 from torch import nn
 
 from ..augment import Augmentation, LabelMix, downsample
+from ..validation import check_int, check_sigma
 from . import register_method
 from .base import Method
-from ..validation import check_int, check_sigma
 from .common import batch_stats_only, unwrap
 
 
@@ -122,4 +122,4 @@ class MaxUpGauss(MaxUp):
         return {"sigma": self.sigma, "m": self.m, "warmup_epochs": self.warmup_epochs}
 
 
-__all__ = ["MaxUp", "MaxUpGauss", "check_int", "check_sigma"]
+__all__ = ["MaxUp", "MaxUpGauss"]
