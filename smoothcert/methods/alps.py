@@ -28,9 +28,9 @@ from torch import nn
 from ..augment import sample_beta
 from ..losses import soft_cross_entropy
 from ..noise import add_gaussian_noise
+from ..validation import check_sigma
 from . import register_method
 from .base import Method
-from ..validation import check_sigma
 
 
 def alps_target(logits: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:

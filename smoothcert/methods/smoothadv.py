@@ -27,10 +27,10 @@ from torch import nn
 
 from ..attacks import PGD, SoftSmoothed
 from ..noise import GaussianNoise
+from ..validation import check_int, check_sigma
 from . import register_method
 from .base import Method
 from .common import unwrap
-from ..validation import check_int, check_sigma
 
 
 @register_method("smoothadv")
