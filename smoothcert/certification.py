@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from .data import ImageDataset
 from .logs import CERTIFY_COLUMNS, PREDICT_COLUMNS, TSVLog, atomic_write_bytes, atomic_write_json, read_tsv
 from .smoothing import Smooth
+from .validation import check_float, check_int
 
 _SEED_STRIDE = 1_000_003  # seed * stride + idx: distinct generator seeds per (seed, idx)
 
@@ -159,6 +160,13 @@ def _merge_shards(out: Path, columns: Sequence[str], world: int) -> None:
             dist.destroy_process_group()
 
 
+def _check_sampling(alpha: float, **counts: int) -> None:
+    """Fail before any file is touched: counts must be integers >= 1, alpha in (0, 1)."""
+    for name, v in counts.items():
+        check_int(name, v, 1)
+    check_float("alpha", alpha, 0.0, 1.0, lo_open=True, hi_open=True)
+
+
 def certify_dataset(
     smooth: Smooth,
     dataset: ImageDataset,
@@ -177,11 +185,7 @@ def certify_dataset(
     (columns ``idx label predict radius correct time``, time in seconds per input). ``pack``
     inputs share each call to ``Smooth.certify_batch`` (their samples share forward batches),
     which keeps a large device busy when the model is small and ``n`` is small."""
-    for name, v in (("n0", n0), ("n", n), ("batch_size", batch_size)):
-        if v < 1:
-            raise ValueError(f"{name} must be >= 1, got {v}")
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    _check_sampling(n0=n0, n=n, batch_size=batch_size, alpha=alpha)
 
     def step(xs: torch.Tensor, gen: torch.Generator, labels: list[int]) -> list[list[Any]]:
         pred, radius = smooth.certify_batch(xs, n0, n, alpha, batch_size, gen)
@@ -205,11 +209,7 @@ def predict_dataset(
 ) -> Path:
     """PREDICT (Cohen et al., 2019) every selected input into ``out`` (``idx label predict
     correct time``)."""
-    for name, v in (("n", n), ("batch_size", batch_size)):
-        if v < 1:
-            raise ValueError(f"{name} must be >= 1, got {v}")
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    _check_sampling(n=n, batch_size=batch_size, alpha=alpha)
 
     def step(xs: torch.Tensor, gen: torch.Generator, labels: list[int]) -> list[list[Any]]:
         pred = smooth.predict_batch(xs, n, alpha, batch_size, gen)

@@ -28,15 +28,6 @@ from conftest import write_run
 SIGMA = 0.25
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two cores are shared by several processes: one intra-op thread avoids oversubscription."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def trained() -> nn.Module:
     """digits_cnn trained ~1 s with Gaussian augmentation (sigma 0.25), plain SGD: ~97% test accuracy."""

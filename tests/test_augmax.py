@@ -20,15 +20,6 @@ from smoothcert.models.dubin import DuBIN, DuBN, apply_norm, dual_bn_route, has_
 from smoothcert.runs import load_model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small models on a shared CPU: one thread avoids oversubscription (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def digits() -> tuple[torch.Tensor, torch.Tensor]:
     ds = get_dataset("digits", "train")

@@ -24,15 +24,6 @@ from smoothcert.methods.alps import alps_target
 from smoothcert.methods.common import batch_stats_only
 from smoothcert.models import create_model
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models on a shared CPU: one intra-op thread is many times faster than spinning two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 K = 4  # classes
 
 

@@ -34,15 +34,6 @@ from smoothcert.noise import add_gaussian_noise
 from smoothcert.runs import load_model
 from smoothcert.train import TRAIN_COLUMNS, Batches, NonFiniteLoss, train
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models on a shared CPU: one intra-op thread is many times faster than spinning two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 QUICK = dict(dataset="synthetic", batch_size=32, max_train_samples=64, max_test_samples=64, quiet=True)
 
 
