@@ -53,6 +53,7 @@ from .data import ImageDataset
 from .logs import TSVLog, atomic_write_json, read_tsv
 from .noise import GaussianNoise
 from .smoothing import ABSTAIN, Smooth, model_device
+from .validation import check_int
 
 NORMS = ("linf", "l2")
 ATTACK_COLUMNS = ("idx", "label", "predict", "correct", "clean_predict", "delta_norm", "time")
@@ -133,11 +134,10 @@ class SoftSmoothed(nn.Module):
     def __init__(self, base_classifier: nn.Module, sigma: float, num_noise_vec: int = 1,
                  noise: torch.Tensor | None = None, generator: torch.Generator | None = None):
         super().__init__()
-        if isinstance(num_noise_vec, bool) or int(num_noise_vec) != num_noise_vec or num_noise_vec < 1:
-            raise ValueError(f"num_noise_vec must be an integer >= 1, got {num_noise_vec!r}")
+        num_noise_vec = check_int("num_noise_vec", num_noise_vec, 1)
         self.base_classifier = base_classifier
         self.noise_dist = GaussianNoise(sigma)
-        self.num_noise_vec = int(num_noise_vec)
+        self.num_noise_vec = num_noise_vec
         if noise is not None and noise.shape[0] != self.num_noise_vec:
             raise ValueError(f"noise must hold num_noise_vec={num_noise_vec} vectors, got shape {tuple(noise.shape)}")
         self.fixed_noise = noise
@@ -242,9 +242,7 @@ class PGD(Attack):
     def __init__(self, eps: float | torch.Tensor, steps: int = 10, step_size: float | None = None,
                  norm: str = "linf", random_start: bool = False, track_loss: bool = False):
         self.eps = _check_eps(eps, allow_inf=True)
-        if isinstance(steps, bool) or int(steps) != steps or steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-        self.steps = int(steps)
+        self.steps = check_int("steps", steps, 1)
         self.norm = check_norm(norm)
         unbounded = not isinstance(self.eps, torch.Tensor) and self.eps == math.inf
         if step_size is None:
