@@ -31,6 +31,30 @@ def write_run(path: Path, arch: str = "digits_cnn", dataset: str = "digits", inp
     return path
 
 
+def train_digits_cnn(epochs: int, sigma: float = 0.25, seed: int = 0) -> torch.nn.Module:
+    """digits_cnn trained with plain SGD (lr 0.05, momentum 0.9, batch 64) on Gaussian-noisy digits,
+    without the Trainer, so attack tests do not depend on it. Returned in eval mode, no grads."""
+    import torch.nn.functional as F
+
+    from smoothcert.data import get_dataset
+    from smoothcert.noise import add_gaussian_noise
+
+    torch.manual_seed(seed)
+    ds = get_dataset("digits", "train")
+    model = create_model("digits_cnn", 10, 1, 8)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    for _ in range(epochs):
+        perm = torch.randperm(len(ds))
+        for k in range(0, len(ds), 64):
+            i = perm[k:k + 64]
+            loss = F.cross_entropy(model(add_gaussian_noise(ds.x[i], sigma)), ds.y[i])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.zero_grad(set_to_none=True)
+    return model.eval()
+
+
 @pytest.fixture
 def digits_run(tmp_path: Path) -> Path:
     return write_run(tmp_path / "run")

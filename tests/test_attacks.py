@@ -19,11 +19,10 @@ from smoothcert.cli import main
 from smoothcert.data import TensorImageDataset, get_dataset
 from smoothcert.logs import CERTIFY_COLUMNS, TSVLog, atomic_torch_save, read_tsv, safe_torch_load
 from smoothcert.models import create_model
-from smoothcert.noise import add_gaussian_noise
 from smoothcert.runs import load_model
 from smoothcert.smoothing import Smooth
 
-from conftest import write_run
+from conftest import train_digits_cnn, write_run
 
 SIGMA = 0.25
 
@@ -31,20 +30,7 @@ SIGMA = 0.25
 @pytest.fixture(scope="module")
 def trained() -> nn.Module:
     """digits_cnn trained ~1 s with Gaussian augmentation (sigma 0.25), plain SGD: ~97% test accuracy."""
-    torch.manual_seed(0)
-    ds = get_dataset("digits", "train")
-    model = create_model("digits_cnn", 10, 1, 8)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    for _ in range(6):
-        perm = torch.randperm(len(ds))
-        for k in range(0, len(ds), 64):
-            i = perm[k:k + 64]
-            loss = F.cross_entropy(model(add_gaussian_noise(ds.x[i], SIGMA)), ds.y[i])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.zero_grad(set_to_none=True)
-    return model.eval()
+    return train_digits_cnn(epochs=6, sigma=SIGMA)
 
 
 @pytest.fixture(scope="module")
