@@ -28,6 +28,28 @@ class BasicBlock(nn.Module):
         return self.relu(out + shortcut)
 
 
+def make_stage(block: type[nn.Module], inplanes: int, planes: int, blocks: int, stride: int) -> tuple[nn.Sequential, int]:
+    """One ResNet stage of ``blocks`` blocks (He et al., 2016): the first strides and, when the shape
+    changes, gets a 1x1-conv + BN shortcut. Returns (stage, output channels)."""
+    out = planes * block.expansion
+    downsample = None
+    if stride != 1 or inplanes != out:
+        downsample = nn.Sequential(nn.Conv2d(inplanes, out, 1, stride=stride, bias=False), nn.BatchNorm2d(out))
+    layers = [block(inplanes, planes, stride, downsample)]
+    layers += [block(out, planes) for _ in range(1, blocks)]
+    return nn.Sequential(*layers), out
+
+
+def init_resnet_weights(model: nn.Module) -> None:
+    """Kaiming-normal (fan_out) convolutions, BatchNorm weight 1 and bias 0."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class CifarResNet(nn.Module):
     def __init__(self, depth: int, num_classes: int = 10, in_channels: int = 3):
         super().__init__()
@@ -43,24 +65,11 @@ class CifarResNet(nn.Module):
         self.layer3 = self._make_layer(64, n, 2)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(64 * BasicBlock.expansion, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_resnet_weights(self)
 
     def _make_layer(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
-        downsample = None
-        if stride != 1 or self.inplanes != planes * BasicBlock.expansion:
-            downsample = nn.Sequential(
-                nn.Conv2d(self.inplanes, planes * BasicBlock.expansion, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(planes * BasicBlock.expansion),
-            )
-        layers = [BasicBlock(self.inplanes, planes, stride, downsample)]
-        self.inplanes = planes * BasicBlock.expansion
-        layers += [BasicBlock(self.inplanes, planes) for _ in range(1, blocks)]
-        return nn.Sequential(*layers)
+        layer, self.inplanes = make_stage(BasicBlock, self.inplanes, planes, blocks, stride)
+        return layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))
