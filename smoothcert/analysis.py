@@ -238,12 +238,37 @@ def certified_accuracy(log: LogLike, radii: Sequence[float] | np.ndarray) -> np.
     return (good.size - np.searchsorted(good, r, side="left")) / log.n
 
 
-def average_certified_radius(log: LogLike) -> float:
-    """ACR = (1/n) sum_i radius_i * correct_i. ValueError for a log without a radius column."""
-    log = as_log(log)
+def _certified_radii(log: CertLog) -> np.ndarray:
+    """radius_i * correct_i per input: the terms whose mean is the ACR."""
     if log.radius is None:
         raise ValueError(f"log {str(log.path)!r} has no radius column: ACR is not defined")
-    return float(np.where(log.correct, log.radius, 0.0).mean())
+    return np.where(log.correct, log.radius, 0.0)
+
+
+def average_certified_radius(log: LogLike) -> float:
+    """ACR = (1/n) sum_i radius_i * correct_i. ValueError for a log without a radius column."""
+    return float(_certified_radii(as_log(log)).mean())
+
+
+def acr_standard_error(log: LogLike) -> float:
+    """Standard error of the ACR as the mean over the logged inputs: std(radius_i * correct_i,
+    ddof=1) / sqrt(n). It covers the choice of test inputs, not the training seed (NaN if n < 2)."""
+    r = _certified_radii(as_log(log))
+    return float(r.std(ddof=1) / math.sqrt(r.size)) if r.size > 1 else math.nan
+
+
+def acr_difference(a: LogLike, b: LogLike) -> tuple[float, float, int]:
+    """Paired comparison ACR(a) - ACR(b) over the inputs (idx) both logs hold: (mean difference,
+    its standard error std(d_i, ddof=1) / sqrt(k), k). Pairing removes the between-input variance
+    that the two ACRs share. ValueError if the logs share fewer than 2 inputs."""
+    a, b = as_log(a), as_log(b)
+    ra, rb = _certified_radii(a), _certified_radii(b)
+    common, ia, ib = np.intersect1d(a.idx, b.idx, assume_unique=True, return_indices=True)
+    if common.size < 2:
+        raise ValueError(f"logs {str(a.path)!r} and {str(b.path)!r} share {common.size} inputs; "
+                         "a paired comparison needs at least 2")
+    d = ra[ia] - rb[ib]
+    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size)), int(d.size)
 
 
 def certified_accuracy_curve(log: LogLike) -> tuple[np.ndarray, np.ndarray]:
@@ -496,7 +521,8 @@ def format_table(summary: dict[str, Any], fmt: str = "md") -> str:
     raise ValueError(f"fmt must be one of {', '.join(FORMATS)}, got {fmt!r}")
 
 
-__all__ = ["CertLog", "FORMATS", "SCHEMA", "SCHEMA_VERSION", "abstain_rate", "accuracy", "as_log",
+__all__ = ["CertLog", "FORMATS", "SCHEMA", "SCHEMA_VERSION", "abstain_rate", "accuracy", "acr_difference",
+           "acr_standard_error", "as_log",
            "average_certified_radius", "certified_accuracy", "certified_accuracy_curve", "default_labels",
            "default_radii", "envelope", "envelope_curve", "format_radius", "format_table", "latex_escape", "load_log",
            "mean_time", "parse_radii", "parse_time", "read_meta", "summarize"]

@@ -58,7 +58,7 @@ TRAIN_LOG_NAME = "train_log.tsv"
 TRAIN_COLUMNS = ("epoch", "seconds", "lr", "train_loss", "train_acc", "test_acc_noisy")
 SCHEDULES = ("step", "cosine")
 # config keys a resume may change: they do not change what is computed
-RESUME_MAY_CHANGE = ("epochs", "data_root", "smoothcert_version")
+RESUME_MAY_CHANGE = ("epochs", "data_root", "smoothcert_version", "channels_last")
 _SEED_STRIDE = 1_000_003
 
 
@@ -168,13 +168,17 @@ class Trainer:
     """Optimiser, schedule, AMP and (optionally) DDP around ``method.loss``; one ``step`` per batch.
 
     ``model`` is the plain model (``nn.Sequential(NormalizeLayer, net)``), moved to ``device``;
-    ``self.net`` is what methods see (the DDP wrapper under ``ddp=True``)."""
+    ``self.net`` is what methods see (the DDP wrapper under ``ddp=True``). ``channels_last`` puts
+    the weights and every 4-d batch in NHWC layout (same maths; LeNet trains ~1.5x faster on CPU)."""
 
     def __init__(self, model: nn.Module, method: Method, *, epochs: int, lr: float = 0.1, momentum: float = 0.9,
                  weight_decay: float = 1e-4, schedule: str = "step", lr_step_size: int = 30, lr_gamma: float = 0.1,
-                 device: torch.device = torch.device("cpu"), amp: bool = False, ddp: bool = False):
+                 device: torch.device = torch.device("cpu"), amp: bool = False, ddp: bool = False,
+                 channels_last: bool = False):
         self.device = torch.device(device)
-        self.model = model.to(self.device)
+        self.channels_last = bool(channels_last)
+        self.model = model.to(self.device, memory_format=torch.channels_last) if self.channels_last \
+            else model.to(self.device)
         self.method = method
         self.epochs = epochs
         if ddp:
@@ -213,6 +217,8 @@ class Trainer:
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One SGD step on ``method.loss(net, x, y)``; returns the detached loss (no host sync)."""
         self.model.train()
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
             loss = self.method.loss(self.net, x, y)
@@ -351,6 +357,7 @@ def train(
     seed: int = 0,
     device: str | torch.device | None = None,
     amp: bool = False,
+    channels_last: bool = False,
     resume: bool = False,
     quiet: bool = False,
     model_kwargs: dict[str, Any] | None = None,
@@ -365,6 +372,7 @@ def train(
     ``arch`` defaults to the dataset's ``default_arch``; ``model_kwargs`` go to ``create_model``
     (e.g. {"norm": "dubin"}). ``batch_size`` is the global batch (over all torchrun processes).
     ``max_train_samples``/``max_test_samples`` use the first N inputs of a split (quick runs).
+    ``channels_last``: NHWC weights and batches (a speed choice only; a resume may change it).
     ``resume``: continue the run in ``out_dir`` (which must have the same config, except
     ``epochs`` for step schedules and ``data_root``); without a checkpoint there it starts afresh.
     Without ``resume`` an ``out_dir`` that already holds a run is an error.
@@ -417,7 +425,8 @@ def train(
             "model_kwargs": model_kwargs, "sigma": sigma, "method": method, "method_params": meth.params(),
             "train_augment": train_set.train_augment, "epochs": epochs, "batch_size": batch_size, "lr": lr,
             "momentum": momentum, "weight_decay": weight_decay, "schedule": schedule, "lr_step_size": lr_step_size,
-            "lr_gamma": lr_gamma, "seed": seed, "amp": bool(amp), "world_size": world,
+            "lr_gamma": lr_gamma, "seed": seed, "amp": bool(amp), "channels_last": bool(channels_last),
+            "world_size": world,
             "max_train_samples": max_train_samples, "max_test_samples": max_test_samples,
         })
 
@@ -436,7 +445,7 @@ def train(
 
         trainer = Trainer(model, meth, epochs=epochs, lr=lr, momentum=momentum, weight_decay=weight_decay,
                           schedule=schedule, lr_step_size=lr_step_size, lr_gamma=lr_gamma, device=dist_info.device,
-                          amp=amp, ddp=dist_info.active)
+                          amp=amp, ddp=dist_info.active, channels_last=channels_last)
         start = 0
         if ckpt is not None:
             trainer.load_state_dict(ckpt)

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from smoothcert.analysis import (SCHEMA, SCHEMA_VERSION, abstain_rate, accuracy, average_certified_radius,
+from smoothcert.analysis import (SCHEMA, SCHEMA_VERSION, abstain_rate, accuracy, acr_difference, acr_standard_error,
+                                 average_certified_radius,
                                  certified_accuracy, certified_accuracy_curve, default_labels, default_radii,
                                  envelope, envelope_curve, format_table, latex_escape, load_log, mean_time,
                                  parse_radii, parse_time, summarize)
@@ -64,6 +65,22 @@ def test_certified_accuracy_acr_abstain_by_hand(logs):
     assert average_certified_radius(b) == pytest.approx((0.4 + 0.9 + 0.2) / 4)  # = 0.375
     assert abstain_rate(b) == pytest.approx(1 / 4)
     assert mean_time(b) == pytest.approx((1.5 + 2.25 + 0.25 + 86400) / 4)
+
+
+def test_acr_standard_errors_by_hand(logs, tmp_path):
+    a, b = map(load_log, logs)
+    ra = np.array([0.8, 0.3, 0.0, 0.0, 0.5])  # radius * correct: the wrong 0.6 counts 0
+    assert acr_standard_error(a) == pytest.approx(ra.std(ddof=1) / np.sqrt(5))
+    # paired over the 4 shared idx 0..3: d = (0.8-0.4, 0.3-0.9, 0-0.2, 0-0) in any row order
+    shuffled = write(tmp_path / "b2.tsv", HEADER + "\n".join(B_ROWS[::-1]) + "\n")
+    d = np.array([0.4, -0.6, -0.2, 0.0])
+    for other in (b, shuffled):
+        diff, se, k = acr_difference(a, other)
+        assert k == 4 and diff == pytest.approx(d.mean()) and se == pytest.approx(d.std(ddof=1) / 2)
+    assert acr_difference(a, a) == (0.0, 0.0, 5)
+    one = write(tmp_path / "one.tsv", HEADER + A_ROWS[4] + "\n")
+    with pytest.raises(ValueError, match="share 0 inputs"):
+        acr_difference(b, one)
 
 
 def test_acr_is_area_under_the_curve(logs):

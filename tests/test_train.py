@@ -115,6 +115,21 @@ def test_resume_continues_bit_for_bit(tmp_path):
     assert drop_seconds(log_rows(whole)) == drop_seconds(log_rows(part))
 
 
+
+def test_channels_last_is_a_layout_choice_that_a_resume_may_change(tmp_path):
+    """NHWC weights and batches compute what NCHW computes (to float rounding), the checkpoint loads
+    into a plain model, and a run started in one layout resumes in the other."""
+    plain = train(tmp_path / "plain", epochs=2, **RESUMABLE)
+    nhwc = train(tmp_path / "nhwc", epochs=1, channels_last=True, **RESUMABLE)
+    assert state(nhwc)["config"]["channels_last"] is True
+    train(nhwc, epochs=2, channels_last=False, resume=True, **RESUMABLE)
+    a, b = state(plain)["state_dict"], state(nhwc)["state_dict"]
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-4) for k in a)
+    assert [float(r[3]) for r in log_rows(plain)] == pytest.approx([float(r[3]) for r in log_rows(nhwc)], rel=1e-4)
+    model, config = load_model(nhwc, "cpu")
+    assert model(torch.rand(2, *config["input_shape"])).shape == (2, 4)
+
+
 def test_resume_refuses_another_config_and_a_run_is_never_overwritten(tmp_path):
     run = train(tmp_path / "r", method="gauss", method_params={"sigma": 0.25}, epochs=1, **QUICK)
     with pytest.raises(ValueError, match="already holds a run"):
@@ -247,11 +262,11 @@ def test_cli_trains_a_run_that_loads(tmp_path, runner):
     run = tmp_path / "cli"
     result = runner.invoke(main, ["train", str(run), "--dataset", "synthetic", "--method", "maxup-gauss", "--m", "2",
                                   "--sigma", "0.25", "--warmup-epochs", "0", "--epochs", "1", "--batch-size", "32",
-                                  "--max-train-samples", "64", "--quiet"])
+                                  "--max-train-samples", "64", "--channels-last", "--quiet"])
     assert result.exit_code == 0, result.output
     model, config = load_model(run)
     assert config["method_params"] == {"sigma": 0.25, "m": 2, "warmup_epochs": 0}
-    assert config["model_kwargs"] == {"norm": "bn"} and config["batch_size"] == 32
+    assert config["model_kwargs"] == {"norm": "bn"} and config["batch_size"] == 32 and config["channels_last"]
 
 
 @pytest.mark.parametrize("args, message", [
