@@ -23,7 +23,8 @@ Method parameters (scaled): maxup-gauss m = 5 (the smallest m of the paper's sea
 gauss step on this CPU), warm-up 1 epoch (5 of 90, scaled); alps with smoothcert's defaults
 (alpha 8, beta 2, eps 0.5) and Gaussian noise at the same sigma; smoothadv eps = 1.0 (pixel L2),
 10 steps, 4 noise vectors, warm-up max(1, round(10 * epochs / 90)) epochs (1 = no ramp in the
-short protocol). Training uses the channels-last layout (same maths, faster on this CPU).
+short protocol). Training uses the channels-last layout (same maths, faster on this CPU; the
+scaled runs of earlier sessions were trained before that option existed, in NCHW).
 
 Everything is resumable: training continues with ``resume=True``, certification appends to its
 log. Runs go to --runs-dir (not committed); logs, tables and per-epoch times go to --out.
