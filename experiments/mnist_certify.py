@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import replace
-import math
 import time
 from pathlib import Path
 
