@@ -107,7 +107,7 @@ def _method_options(fn: Any) -> Any:
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available).")
 @click.option("--amp", is_flag=True, help="Mixed precision on CUDA (bfloat16 where supported, else float16).")
 @click.option("--channels-last", is_flag=True,
-              help="NHWC memory format for weights and batches (faster convolutions on CPU and on CUDA with AMP).")
+              help="NHWC memory format for weights and batches (same maths; often faster convolutions).")
 @click.option("--resume", is_flag=True, help="Continue the run in OUT_DIR (same settings; --epochs may grow).")
 @click.option("--num-workers", type=int, default=0, show_default=True, help="DataLoader workers (image folders).")
 @click.option("--max-train-samples", type=int, default=None, help="Train on the first N inputs only.")
