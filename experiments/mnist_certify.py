@@ -38,8 +38,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -219,12 +219,8 @@ def report(args: argparse.Namespace) -> None:
                                             title=f"MNIST, LeNet, {protocol} protocol, σ = {sigma}")
         except ImportError:
             pass
-    references = {}
-    for spec in args.reference or []:
-        sigma, _, path = spec.partition("=")
-        references[float(sigma)] = Path(path)
     lines += ["## Pipeline check: full-protocol gauss against the literature", "",
-              *pipeline_check(every, references), ""]
+              *pipeline_check(every, args.references), ""]
     lines += ["## Paired comparisons and training cost", "",
               "Paired over the same 500 images (SE of the paired mean; it covers the choice of images, not the "
               "training seed). Cost: total training time / median epoch time of the protocol's gauss runs.", "",
@@ -250,6 +246,17 @@ def main() -> None:
     ap.add_argument("--reference", action="append", metavar="SIGMA=PATH",
                     help="a certify log of the literature's gauss model at SIGMA to compare with on the same images")
     args = ap.parse_args()
+    args.references = {}  # sigma -> reference certify log
+    for spec in args.reference or []:
+        sigma, sep, path = spec.partition("=")
+        try:
+            known = float(sigma) in SIGMAS
+        except ValueError:
+            known = False
+        if not sep or not known or not Path(path).is_file():
+            ap.error(f"--reference {spec!r}: give SIGMA=PATH with SIGMA one of {', '.join(map(str, SIGMAS))} "
+                     "and PATH an existing certify log")
+        args.references[float(sigma)] = Path(path)
     if not args.report:
         for protocol in args.protocol or ["full", "scaled"]:
             methods = args.methods.split(",") if args.methods else PROTOCOLS[protocol]["methods"]

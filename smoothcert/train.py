@@ -178,8 +178,8 @@ class Trainer:
                  channels_last: bool = False):
         self.device = torch.device(device)
         self.channels_last = bool(channels_last)
-        self.model = model.to(self.device, memory_format=torch.channels_last) if self.channels_last \
-            else model.to(self.device)
+        self.model = model.to(self.device,
+                              memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
         self.method = method
         self.epochs = epochs
         if ddp:

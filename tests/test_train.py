@@ -115,7 +115,6 @@ def test_resume_continues_bit_for_bit(tmp_path):
     assert drop_seconds(log_rows(whole)) == drop_seconds(log_rows(part))
 
 
-
 def test_channels_last_is_a_layout_choice_that_a_resume_may_change(tmp_path):
     """NHWC weights and batches compute what NCHW computes (to float rounding), the checkpoint loads
     into a plain model, and a run started in one layout resumes in the other."""

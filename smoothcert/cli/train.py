@@ -135,8 +135,8 @@ def train(out_dir: Path, dataset: str, data_root: str | None, download: bool, ar
         train_run(out_dir, dataset=dataset, arch=arch, method=method, method_params=params, epochs=epochs,
                   batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay, schedule=schedule,
                   lr_step_size=lr_step_size, lr_gamma=lr_gamma, data_root=data_root, download=download, seed=seed,
-                  device=dev, amp=amp, channels_last=channels_last, resume=resume, quiet=quiet, model_kwargs={"norm": norm},
-                  num_workers=num_workers, max_train_samples=max_train_samples, max_test_samples=max_test_samples)
+                  device=dev, amp=amp, channels_last=channels_last, resume=resume, quiet=quiet,
+                  model_kwargs={"norm": norm}, num_workers=num_workers, max_train_samples=max_train_samples, max_test_samples=max_test_samples)
     except ValueError as e:
         msg = str(e).splitlines()[0] if str(e) else "invalid input"
         for flag, _, _ in METHOD_FLAGS:  # "m must be ..." from the method -> "--m: must be ..."
