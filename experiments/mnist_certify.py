@@ -43,6 +43,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from smoothcert.analysis import (acr_difference, acr_standard_error, average_certified_radius, format_table, load_log,
                                  parse_radii, summarize)
@@ -60,18 +61,18 @@ RADII = "0:2.5:0.25"
 SEED = 0
 
 PROTOCOLS = {
-    "full": dict(epochs=90, lr_step_size=30, n=100_000, methods=("gauss",)),
+    "full": dict(epochs=90, lr_step_size=30, n=100_000, methods=("gauss", "maxup-gauss")),
     "scaled": dict(epochs=12, lr_step_size=4, n=10_000, methods=("gauss", "maxup-gauss", "alps")),
     "short": dict(epochs=2, lr_step_size=1, n=10_000, methods=("gauss", "smoothadv")),
 }
 
 
-def method_params(method: str, sigma: float, protocol: str) -> dict:
+def method_params(method: str, sigma: float, protocol: str, m: int = 5) -> dict:
     scale = PROTOCOLS[protocol]["epochs"] / 90
     if method == "gauss":
         return {"sigma": sigma}
     if method == "maxup-gauss":
-        return {"sigma": sigma, "m": 5, "warmup_epochs": max(1, round(5 * scale))}
+        return {"sigma": sigma, "m": m, "warmup_epochs": max(1, round(5 * scale))}
     if method == "alps":
         return {"sigma": sigma}
     if method == "smoothadv":
@@ -79,16 +80,28 @@ def method_params(method: str, sigma: float, protocol: str) -> dict:
     raise ValueError(method)
 
 
+def run_name(method: str, sigma: float, m: int = 5, seed: int = SEED) -> str:
+    """``{method}[-m{m}]-sigma{sigma}[-seed{seed}]``: m only where it is not the default 5, the seed
+    only where it is not the default 0, so the names of earlier runs stay valid."""
+    m_part = f"-m{m}" if method.startswith("maxup") and m != 5 else ""
+    seed_part = f"-seed{seed}" if seed != SEED else ""
+    return f"{method}{m_part}-sigma{sigma}{seed_part}"
+
+
+def run_sigma(stem: str) -> float:
+    return float(stem.split("sigma")[1].split("-")[0])
+
+
 def run_one(protocol: str, method: str, sigma: float, args: argparse.Namespace) -> Path:
     p = PROTOCOLS[protocol]
-    name = f"{method}-sigma{sigma}"
+    name = run_name(method, sigma, args.m, args.seed)
     run_dir = Path(args.runs_dir) / protocol / name
     done = run_dir / "checkpoint.pt"
     t0 = time.time()
     train(run_dir, dataset="mnist", data_root=args.data_root, arch="lenet", method=method,
-          method_params=method_params(method, sigma, protocol), epochs=p["epochs"], batch_size=256, lr=0.01,
+          method_params=method_params(method, sigma, protocol, args.m), epochs=p["epochs"], batch_size=256, lr=0.01,
           momentum=0.9, weight_decay=1e-4, schedule="step", lr_step_size=p["lr_step_size"], lr_gamma=0.1,
-          seed=SEED, channels_last=True, resume=done.is_file(), quiet=args.quiet)
+          seed=args.seed, channels_last=True, resume=done.is_file(), quiet=args.quiet)
     print(f"[{protocol}] trained {name} ({time.time() - t0:.0f}s this call)", flush=True)
     out_dir = Path(args.out) / protocol
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -126,7 +139,7 @@ def comparisons(out: Path, complete: dict[tuple[str, str], Path]) -> list[str]:
     for sigma in SIGMAS:
         maxup = complete.get(("scaled", f"maxup-gauss-sigma{sigma}"))
         for (protocol, stem), path in complete.items():
-            if not stem.endswith(f"sigma{sigma}") or protocol == "full":
+            if run_sigma(stem) != sigma or protocol == "full":
                 continue
             gauss = complete.get((protocol, f"gauss-sigma{sigma}"))
             secs = train_seconds(out, protocol, stem)
@@ -189,7 +202,7 @@ def report(args: argparse.Namespace) -> None:
         lines += [f"## {protocol} protocol", ""]
         tables_md, tables_json = [], {}
         for sigma in SIGMAS:  # one table per sigma: best cells are marked among like-for-like runs
-            sel = [l for p, l in zip(complete, loaded) if p.stem.endswith(f"sigma{sigma}")]
+            sel = [l for p, l in zip(complete, loaded) if run_sigma(p.stem) == sigma]
             if not sel:
                 continue
             summary = summarize(sel, radii=parse_radii(RADII))
@@ -201,7 +214,7 @@ def report(args: argparse.Namespace) -> None:
         rows = ["| run | ACR | SE(ACR) | published ACR (gauss, full) | mean s/epoch (1 thread, shared CPU) |",
                 "|:---|---:|---:|---:|---:|"]
         for path, log in zip(complete, loaded):
-            sigma = float(path.stem.split("sigma")[1])
+            sigma = run_sigma(path.stem)
             sec = np.mean(train_seconds(out, protocol, path.stem))
             pub = PUBLISHED_ACR[sigma] if path.stem.startswith("gauss") and protocol == "full" else None
             rows.append(f"| {path.stem} | {average_certified_radius(log):.3f} | {acr_standard_error(log):.3f} | "
@@ -213,7 +226,7 @@ def report(args: argparse.Namespace) -> None:
             fig_dir = Path(args.figures)
             fig_dir.mkdir(exist_ok=True)
             for sigma in SIGMAS:
-                sel = [l for p, l in zip(complete, loaded) if p.stem.endswith(f"sigma{sigma}")]
+                sel = [l for p, l in zip(complete, loaded) if run_sigma(p.stem) == sigma]
                 if sel:
                     plot_certified_accuracy(sel, fig_dir / f"mnist_{protocol}_sigma{sigma}.png",
                                             title=f"MNIST, LeNet, {protocol} protocol, σ = {sigma}")
@@ -243,9 +256,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--report", action="store_true", help="only write tables and figures from existing logs")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--m", type=int, default=5, help="maxup-gauss: copies per input (the run name gets -m{M} if not 5)")
+    ap.add_argument("--seed", type=int, default=SEED, help="training seed (the run name gets -seed{S} if not 0)")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads for this run (one per run)")
     ap.add_argument("--reference", action="append", metavar="SIGMA=PATH",
                     help="a certify log of the literature's gauss model at SIGMA to compare with on the same images")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     args.references = {}  # sigma -> reference certify log
     for spec in args.reference or []:
         sigma, sep, path = spec.partition("=")

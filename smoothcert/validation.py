@@ -1,14 +1,24 @@
-"""Argument checks shared by the library: each raises ValueError naming the bad argument."""
+"""Argument checks shared by the library: each raises ``ArgumentError`` (a ValueError) naming the
+bad argument, so that the CLI can map it to its flag in one place (``cli/common.py``)."""
 from __future__ import annotations
 
 import math
 from typing import Any
 
 
+class ArgumentError(ValueError):
+    """A bad argument: a ValueError whose ``arg`` is the library argument's name (``"alpha"``,
+    ``"n0"``, ...). The message is one line and starts with that name."""
+
+    def __init__(self, arg: str, message: str):
+        super().__init__(message)
+        self.arg = arg
+
+
 def check_int(name: str, value: Any, minimum: int) -> int:
     """``value`` as an int; ValueError naming ``name`` if it is not an integer >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise ArgumentError(name, f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
@@ -21,13 +31,19 @@ def check_float(name: str, value: Any, lo: float, hi: float = math.inf, lo_open:
     if not ok:
         rng = (f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}" if math.isfinite(hi)
                else f"{'>' if lo_open else '>='} {lo:g}")
-        raise ValueError(f"{name} must be {'in ' if math.isfinite(hi) else ''}{rng}, got {value!r}")
+        raise ArgumentError(name, f"{name} must be {'in ' if math.isfinite(hi) else ''}{rng}, got {value!r}")
     return float(value)
 
 
 def check_sigma(value: Any, positive: bool = False) -> float:
-    """``value`` as a float; ValueError unless it is a finite number >= 0 (> 0 with ``positive``)."""
+    """``value`` as a float; ArgumentError unless it is a finite real number >= 0 (> 0 with
+    ``positive``); bools and strings are refused."""
     ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
     if not ok or value < 0 or (positive and value == 0):
-        raise ValueError(f"sigma must be a finite number {'>' if positive else '>='} 0, got {value!r}")
+        raise ArgumentError("sigma", f"sigma must be a finite number {'>' if positive else '>='} 0, got {value!r}")
     return float(value)
+
+
+def check_alpha(value: Any) -> float:
+    """The failure probability ``alpha`` as a float in (0, 1)."""
+    return check_float("alpha", value, 0.0, 1.0, lo_open=True, hi_open=True)
