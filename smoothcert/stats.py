@@ -15,10 +15,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import beta, binomtest
 
-
-def _check_alpha(alpha: float) -> None:
-    if not (0.0 < alpha < 1.0):
-        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+from .validation import check_alpha as _check_alpha
 
 
 def lower_confidence_bound(nA: int, n: int, alpha: float) -> float:
