@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from scipy.special import betaincinv
 
 from .losses import soft_cross_entropy
-from .noise import add_gaussian_noise
+from .noise import add_gaussian_noise, get_noise, training_noise
 
 
 # -- labels --------------------------------------------------------------------------------------
@@ -215,17 +215,20 @@ class Augmentation:
     given here. With sigma > 0 and no ``gaussian`` in the chain, the noise is appended as the
     last step, so that every training input is a noisy input (the model can be certified).
 
-    ``"none"`` is the empty chain (just the noise, if sigma > 0).
+    ``"none"`` is the empty chain (just the noise, if sigma > 0). ``noise`` names the smoothing
+    noise the noise step draws (``smoothcert.noise.NOISES``; the step is spelled ``gaussian``
+    in specs, and only the implied final step may draw another noise).
 
     ``aug(x, y) -> (x', LabelMix)``, with the global RNGs (CPU for parameters, x's device for noise).
     """
 
-    def __init__(self, spec: str, sigma: float = 0.0):
+    def __init__(self, spec: str, sigma: float = 0.0, noise: str = "gaussian"):
         if not isinstance(spec, str) or not spec.strip():
             raise ValueError(f"augment must be a non-empty string like 'cutmix' or 'crop-flip+cutout:8', got {spec!r}")
         if not (float(sigma) >= 0):
             raise ValueError(f"sigma must be >= 0, got {sigma!r}")
         self.sigma = float(sigma)
+        self.noise = training_noise(noise, self.sigma)
         steps: list[tuple[str, float | None]] = []
         for part in ([] if spec.strip() == "none" else spec.replace(" ", "").split("+")):
             name, _, raw = part.partition(":")
@@ -248,6 +251,8 @@ class Augmentation:
         has_noise = any(n == "gaussian" for n, _ in steps)
         if has_noise and self.sigma == 0:
             raise ValueError("augment: gaussian needs sigma > 0 (--sigma)")
+        if has_noise and self.noise != "gaussian":
+            raise ValueError(f"augment: gaussian in the chain conflicts with noise {self.noise}")
         if self.sigma > 0 and not has_noise:
             steps.append(("gaussian", None))
         self.steps = steps
@@ -267,7 +272,7 @@ class Augmentation:
         side = min(x.shape[-2:])
         for name, value in self.steps:
             if name == "gaussian":
-                x = gaussian(x, self.sigma)
+                x = gaussian(x, self.sigma) if self.noise == "gaussian" else get_noise(self.noise, self.sigma).perturb(x)
             elif name == "crop-flip":
                 x = crop_flip(x, int(value) if value is not None else max(1, side // 8))
             elif name == "cutout":

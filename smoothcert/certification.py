@@ -180,15 +180,18 @@ def certify_dataset(
     pack: int = 1,
     meta: dict[str, Any] | None = None,
     progress: bool = False,
+    **options: Any,
 ) -> Path:
     """CERTIFY (Cohen et al., 2019) every selected input of ``dataset`` into the TSV log ``out``
     (columns ``idx label predict radius correct time``, time in seconds per input). ``pack``
     inputs share each call to ``Smooth.certify_batch`` (their samples share forward batches),
-    which keeps a large device busy when the model is small and ``n`` is small."""
+    which keeps a large device busy when the model is small and ``n`` is small. ``options``
+    (``norm``, ``bound``) go to ``Smooth.certify_batch``."""
     _check_sampling(n0=n0, n=n, batch_size=batch_size, alpha=alpha)
+    smooth.check_options(**options)
 
     def step(xs: torch.Tensor, gen: torch.Generator, labels: list[int]) -> list[list[Any]]:
-        pred, radius = smooth.certify_batch(xs, n0, n, alpha, batch_size, gen)
+        pred, radius = smooth.certify_batch(xs, n0, n, alpha, batch_size, gen, **options)
         return [[int(p), round(float(r), 4), int(int(p) == y)] for p, r, y in zip(pred, radius, labels)]
 
     return _run(smooth, dataset, out, CERTIFY_COLUMNS, step, n0 + n, selection, seed, pack, meta, progress)

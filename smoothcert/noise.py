@@ -282,6 +282,24 @@ def get_noise(noise: str | Noise = "gaussian", sigma: Any = None) -> Noise:
     return NOISES[noise.lower()](sigma)
 
 
+def training_noise(noise: Any, sigma: float) -> str:
+    """The name of a training method's ``noise`` (validated); ArgumentError("noise") for an
+    unknown name, or for a noise other than gaussian when ``sigma`` is 0 (no noise is drawn,
+    so the choice would be ignored)."""
+    if not isinstance(noise, str) or noise.lower() not in NOISES:
+        raise ArgumentError("noise", f"noise must be one of {', '.join(NOISES)}, got {noise!r}")
+    if sigma == 0 and noise.lower() != "gaussian":
+        raise ArgumentError("noise", f"noise {noise.lower()} needs sigma > 0")
+    return noise.lower()
+
+
+def noise_params(noise: str) -> dict[str, Any]:
+    """``{"noise": noise}`` for a method's ``params()``, empty for gaussian: the configs of
+    Gaussian runs stay as they were before several noises existed (so they resume unchanged),
+    and ``config_noise`` reads a missing entry as gaussian."""
+    return {} if noise == "gaussian" else {"noise": noise}
+
+
 def config_noise(config: dict[str, Any]) -> str:
     """The noise a run was trained with, from its config.json (``method_params["noise"]``;
     runs that record none -- every run before several noises existed -- trained with gaussian)."""
@@ -303,4 +321,4 @@ def add_gaussian_noise(x: torch.Tensor, sigma: float, generator: torch.Generator
 
 
 __all__ = ["BOUNDS", "NOISES", "NORMS", "GaussianNoise", "LaplaceNoise", "Noise", "UniformNoise", "add_gaussian_noise",
-           "add_noise", "check_bound", "config_noise", "get_noise"]
+           "add_noise", "check_bound", "config_noise", "get_noise", "noise_params", "training_noise"]

@@ -50,7 +50,7 @@ from .data import ImageDataset, TensorImageDataset, get_dataset
 from .logs import TSVLog, atomic_torch_save, atomic_write_bytes, atomic_write_json, read_tsv, safe_torch_load
 from .methods import Method, create_method
 from .models import create_model
-from .noise import add_gaussian_noise
+from .noise import add_noise, config_noise
 from .runs import CHECKPOINT_NAME, CONFIG_NAME, FORMAT, read_config
 from .validation import check_float, check_int
 
@@ -272,9 +272,9 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], sigma: float, seed: int,
-                 dist_info: _Dist | None = None) -> float:
-        """Accuracy of the base model (eval mode) on x + N(0, sigma^2 I) (x itself for sigma == 0),
-        the noise from a generator seeded by ``seed``: the same draw every epoch."""
+                 dist_info: _Dist | None = None, noise: str = "gaussian") -> float:
+        """Accuracy of the base model (eval mode) on x + N(0, sigma^2 I) (``noise`` at sigma; x
+        itself for sigma == 0), the noise from a generator seeded by ``seed``: the same draw every epoch."""
         was_training = self.model.training
         self.model.eval()
         gen = torch.Generator(device=self.device).manual_seed(seed) if sigma > 0 else None
@@ -282,7 +282,7 @@ class Trainer:
         try:
             with self._autocast():
                 for x, y in batches:
-                    pred = self.model(add_gaussian_noise(x, sigma, gen)).argmax(1)
+                    pred = self.model(add_noise(x, sigma, noise, gen)).argmax(1)
                     counts[0] += (pred == y).sum()
                     counts[1] += y.shape[0]
         finally:
@@ -486,7 +486,8 @@ def train(
                 lr_now = trainer.lr
                 loss, acc = trainer.train_epoch(train_batches.epoch(epoch), len(train_batches), epoch, dist_info,
                                                 progress)
-                test_acc = trainer.evaluate(test_batches.epoch(), sigma, seed + rank, dist_info)
+                test_acc = trainer.evaluate(test_batches.epoch(), sigma, seed + rank, dist_info,
+                                            config_noise({"method_params": meth.params()}))
                 trainer.scheduler.step()
                 seconds = time.perf_counter() - t0
                 if rank == 0:

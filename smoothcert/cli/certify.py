@@ -11,6 +11,7 @@ import torch
 
 from . import main
 from ..certification import Selection, certify_dataset, predict_dataset
+from ..noise import BOUNDS, NOISES, NORMS, config_noise
 from ..runs import load_model_and_dataset
 from ..smoothing import Smooth
 from .common import resolve_device, user_errors
@@ -26,6 +27,8 @@ def _smoothing_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True),
         click.option("--sigma", type=float, default=None,
                      help="Noise level (pixel scale, [0,1] data). Default: the sigma the model was trained with."),
+        click.option("--noise", default=None,
+                     help=f"Smoothing noise: {', '.join(NOISES)}. Default: the noise the model was trained with."),
         click.option("--alpha", type=float, default=0.001, show_default=True, help="Failure probability."),
         click.option("--batch", "batch", type=int, default=1000, show_default=True, help="Forward batch size (noise samples)."),
         click.option("--skip", type=int, default=1, show_default=True, help="Take every SKIP-th input of the split."),
@@ -51,7 +54,7 @@ def _smoothing_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _prepare(model: Path, dataset: str | None, data_root: str | None, split: str, sigma: float | None,
-             alpha: float, batch: int, device: str | None, amp: str, channels_last: bool | None,
+             noise: str | None, alpha: float, batch: int, device: str | None, amp: str, channels_last: bool | None,
              compile_model: bool, out: Path) -> tuple[Smooth, Any, dict[str, Any]]:
     """Validate flags, load the model and data, build the smoothed classifier."""
     if alpha <= 0 or alpha >= 1:
@@ -67,7 +70,7 @@ def _prepare(model: Path, dataset: str | None, data_root: str | None, split: str
             raise click.BadParameter("the model records no training sigma: give --sigma", param_hint="--sigma")
     if sigma <= 0:
         raise click.BadParameter(f"must be > 0, got {sigma}", param_hint="--sigma")
-    smooth = Smooth(net, int(config["num_classes"]), sigma, amp_dtype=_AMP[amp], channels_last=channels_last,
+    smooth = Smooth(net, int(config["num_classes"]), sigma, noise or config_noise(config), amp_dtype=_AMP[amp], channels_last=channels_last,
                     compile=compile_model)
     meta = {"model": str(model), "config": config, "dataset": ds.name, "split": split}
     return smooth, ds, meta
@@ -77,41 +80,53 @@ def _prepare(model: Path, dataset: str | None, data_root: str | None, split: str
 @_smoothing_options
 @click.option("--N0", "n0", type=int, default=100, show_default=True, help="Selection samples.")
 @click.option("--N", "n", type=int, default=100_000, show_default=True, help="Estimation samples.")
+@click.option("--norm", default=None,
+              help=f"Certified norm: {', '.join(NORMS)} (those the noise certifies). Default: the noise's own "
+                   "(gaussian l2, laplace and uniform l1).")
+@click.option("--bound", default="one-sided", show_default=True,
+              help=f"{' or '.join(BOUNDS)}: two-sided also bounds the runner-up class from above (alpha split "
+                   "between the two bounds).")
 @user_errors
-def certify(model: Path, dataset: str | None, data_root: str | None, split: str, sigma: float | None, alpha: float,
-            batch: int, skip: int, max_count: int, out: Path, seed: int | None, pack: int, device: str | None,
-            amp: str, channels_last: bool | None, compile_model: bool, quiet: bool, n0: int, n: int) -> None:
+def certify(model: Path, dataset: str | None, data_root: str | None, split: str, sigma: float | None,
+            noise: str | None, alpha: float, batch: int, skip: int, max_count: int, out: Path, seed: int | None,
+            pack: int, device: str | None, amp: str, channels_last: bool | None, compile_model: bool, quiet: bool,
+            n0: int, n: int, norm: str | None, bound: str) -> None:
     """Certify the smoothed classifier on a dataset split (CERTIFY of Cohen et al., 2019).
 
     MODEL is a run directory written by `smoothcert train` or a checkpoint file (the reference
     code's cifar_resnet20/110 checkpoints work too). Writes one TSV line per input:
-    idx label predict radius correct time (predict -1 = abstain, radius in L2 pixel units).
+    idx label predict radius correct time (predict -1 = abstain, radius in pixel units of the
+    --norm norm).
     """
     for flag, v in (("--N0", n0), ("--N", n)):
         if v < 1:
             raise click.BadParameter(f"must be >= 1, got {v}", param_hint=flag)
-    smooth, ds, meta = _prepare(model, dataset, data_root, split, sigma, alpha, batch, device, amp, channels_last,
-                                compile_model, out)
-    meta["certify"] = {"sigma": smooth.sigma, "N0": n0, "N": n, "alpha": alpha, "batch": batch}
+    smooth, ds, meta = _prepare(model, dataset, data_root, split, sigma, noise, alpha, batch, device, amp,
+                                channels_last, compile_model, out)
+    norm, bound = smooth.check_options(norm, bound)
+    meta["certify"] = {"sigma": smooth.sigma, "noise": smooth.noise.name, "norm": norm, "bound": bound, "N0": n0,
+                       "N": n, "alpha": alpha, "batch": batch}
     certify_dataset(smooth, ds, out, n0=n0, n=n, alpha=alpha, batch_size=batch, selection=Selection(skip, max_count),
-                    seed=seed, pack=pack, meta=meta, progress=not quiet and sys.stderr.isatty())
+                    seed=seed, pack=pack, meta=meta, progress=not quiet and sys.stderr.isatty(), norm=norm,
+                    bound=bound)
 
 
 @main.command()
 @_smoothing_options
 @click.option("--N", "n", type=int, default=100_000, show_default=True, help="Monte Carlo samples.")
 @user_errors
-def predict(model: Path, dataset: str | None, data_root: str | None, split: str, sigma: float | None, alpha: float,
-            batch: int, skip: int, max_count: int, out: Path, seed: int | None, pack: int, device: str | None,
-            amp: str, channels_last: bool | None, compile_model: bool, quiet: bool, n: int) -> None:
+def predict(model: Path, dataset: str | None, data_root: str | None, split: str, sigma: float | None,
+            noise: str | None, alpha: float, batch: int, skip: int, max_count: int, out: Path, seed: int | None,
+            pack: int, device: str | None, amp: str, channels_last: bool | None, compile_model: bool, quiet: bool,
+            n: int) -> None:
     """Predict with the smoothed classifier on a dataset split (PREDICT of Cohen et al., 2019).
 
     Writes one TSV line per input: idx label predict correct time (predict -1 = abstain).
     """
     if n < 1:
         raise click.BadParameter(f"must be >= 1, got {n}", param_hint="--N")
-    smooth, ds, meta = _prepare(model, dataset, data_root, split, sigma, alpha, batch, device, amp, channels_last,
-                                compile_model, out)
-    meta["predict"] = {"sigma": smooth.sigma, "N": n, "alpha": alpha, "batch": batch}
+    smooth, ds, meta = _prepare(model, dataset, data_root, split, sigma, noise, alpha, batch, device, amp,
+                                channels_last, compile_model, out)
+    meta["predict"] = {"sigma": smooth.sigma, "noise": smooth.noise.name, "N": n, "alpha": alpha, "batch": batch}
     predict_dataset(smooth, ds, out, n=n, alpha=alpha, batch_size=batch, selection=Selection(skip, max_count),
                     seed=seed, pack=pack, meta=meta, progress=not quiet and sys.stderr.isatty())

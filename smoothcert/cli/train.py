@@ -21,6 +21,8 @@ from ..train import SCHEDULES, NonFiniteLoss, train as train_run
 METHOD_FLAGS: list[tuple[str, Any, str]] = [
     ("--sigma", float, "Gaussian noise level in [0, 1] pixel units (gauss, maxup-gauss, maxup, alps, smoothadv); "
                        "recorded as the sigma to certify at."),
+    ("--noise", str, "Smoothing noise drawn at --sigma: gaussian (default), laplace, uniform (gauss, maxup-gauss, "
+                      "maxup, alps, smoothadv); recorded as the noise to certify with."),
     ("--m", int, "MaxUp: number of augmented copies per input (maxup-gauss, maxup). Under torchrun write "
                  "--num-copies (torchrun's parser claims --m)."),
     ("--warmup-epochs", int, "MaxUp: epochs of plain augmentation (m = 1) first [maxup-gauss: 5, maxup: 0]."),

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from ..augment import Augmentation, LabelMix, downsample
+from ..noise import noise_params
 from ..validation import check_int, check_sigma
 from . import register_method
 from .base import Method
@@ -45,14 +46,16 @@ from .common import batch_stats_only, unwrap
 class MaxUp(Method):
     """Worst-of-m training over any augmentation chain (``augment``, see ``augment.Augmentation``):
     e.g. ``MaxUp("cutmix", m=4)``, ``MaxUp("crop-flip+cutout", m=4, select_resolution=16)``.
-    With ``sigma`` > 0 Gaussian noise ends the chain (the model can then be certified at sigma)."""
+    With ``sigma`` > 0 Gaussian noise (or ``noise``: laplace, uniform) ends the chain (the model
+    can then be certified at sigma with that noise)."""
 
     def __init__(self, augment: str, m: int, select_resolution: int | None = None, sigma: float = 0.0,
-                 warmup_epochs: int = 0):
+                 warmup_epochs: int = 0, noise: str = "gaussian"):
         super().__init__()
         self.m = check_int("m", m, 1)
         self.sigma = check_sigma(sigma)
-        self.augmentation = Augmentation(augment, self.sigma)
+        self.augmentation = Augmentation(augment, self.sigma, noise)
+        self.noise = self.augmentation.noise
         self.augment = str(augment).replace(" ", "")
         self.select_resolution = None if select_resolution is None else check_int("select_resolution", select_resolution, 1)
         self.warmup_epochs = check_int("warmup_epochs", warmup_epochs, 0)
@@ -105,21 +108,21 @@ class MaxUp(Method):
 
     def params(self) -> dict[str, Any]:
         return {"augment": self.augment, "m": self.m, "select_resolution": self.select_resolution,
-                "sigma": self.sigma, "warmup_epochs": self.warmup_epochs}
+                "sigma": self.sigma, "warmup_epochs": self.warmup_epochs, **noise_params(self.noise)}
 
 
 @register_method("maxup-gauss")
 class MaxUpGauss(MaxUp):
     """MaxUp over Gaussian noise for certified robustness (Gong et al., Sec. 4.3): train on the
     worst of m copies x + N(0, sigma^2 I); the first ``warmup_epochs`` epochs are plain Gaussian
-    augmentation."""
+    augmentation. ``noise``: laplace or uniform instead of Gaussian noise."""
 
-    def __init__(self, sigma: float, m: int, warmup_epochs: int = 5):
+    def __init__(self, sigma: float, m: int, warmup_epochs: int = 5, noise: str = "gaussian"):
         sigma = check_sigma(sigma, positive=m != 1)  # sigma = 0 only for gauss (plain training)
-        super().__init__("gaussian" if sigma > 0 else "none", m, sigma=sigma, warmup_epochs=warmup_epochs)
+        super().__init__("none", m, sigma=sigma, warmup_epochs=warmup_epochs, noise=noise)
 
     def params(self) -> dict[str, Any]:
-        return {"sigma": self.sigma, "m": self.m, "warmup_epochs": self.warmup_epochs}
+        return {"sigma": self.sigma, "m": self.m, "warmup_epochs": self.warmup_epochs, **noise_params(self.noise)}
 
 
 __all__ = ["MaxUp", "MaxUpGauss"]
