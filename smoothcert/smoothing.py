@@ -276,12 +276,13 @@ class Smooth:
         Clopper–Pearson lower bound on P(f(x + eps) = cA); abstain if pA_lower < 1/2, else
         return cA with radius ``noise.radius(pA_lower)``. ``bound="two-sided"`` (Theorem 1
         without pB = 1 - pA): pA_lower at level alpha / 2 and pB_upper, the (1 - alpha / 2) upper
-        bound on the runner-up class's count among the estimation samples, capped at
-        1 - pA_lower (Bonferroni: both hold with probability >= 1 - alpha, and then pB <= 1 - pA
-        <= 1 - pA_lower); abstain if pA_lower < pB_upper, else radius
+        bound on the runner-up class's count nB among the estimation samples (Bonferroni: both
+        hold with probability >= 1 - alpha); abstain if pA_lower < pB_upper, else radius
         ``noise.radius_two_sided(pA_lower, pB_upper)``. The runner-up's bound covers every other
         class: the class c* with the largest pB has count <= the runner-up count, and the bound
-        grows with the count. In both cases, with probability >= 1 - alpha, g(x + delta) = cA
+        grows with the count. As nB <= n - nA and the bounds are monotone, pB_upper <= 1 - pA_lower,
+        so the two-sided radius is never below the one-sided radius at level alpha / 2 (the cap
+        at 1 - pA_lower below only guards float rounding). In both cases, with probability >= 1 - alpha, g(x + delta) = cA
         for every ||delta||_norm < radius (``norm`` None: the noise's natural norm).
         """
         n0 = check_int("n0", n0, 1)

@@ -165,7 +165,7 @@ def test_false_certificates_at_a_rate_consistent_with_alpha(name, norm_, bound):
     """Inputs at signed distance t from the boundary x_1 = b: the smoothed classifier's class is
     [t > 0] and its true radius in every norm is |t| (move x_1 only). In one dimension the
     certificates are tight, so a certificate above |t| happens exactly when the confidence bound
-    fails: at most at rate alpha, and close to it."""
+    fails: at most at rate alpha (alpha / 2 for each bound of the two-sided one), and close to it."""
     sigma, alpha, n0, n, b = 0.5, 0.2, 10, 100, 0.3
     noise = get_noise(name, sigma)
     g = torch.Generator().manual_seed(0)
@@ -181,8 +181,11 @@ def test_false_certificates_at_a_rate_consistent_with_alpha(name, norm_, bound):
     wrong = certified & ((pred != true_class) | (radius > true_t.abs() + 1e-7))
     k = int(certified.sum())
     assert k > 500
-    assert int(wrong.sum()) <= binom.ppf(0.999, k, alpha)
-    assert int(wrong.sum()) >= binom.ppf(0.001, k, alpha / 4)  # not vacuous: the bound is nearly met
+    # two classes: pB = 1 - pA, and the runner-up's bound is 1 - pA's bound at the same level, so
+    # the two-sided certificate fails exactly when its pA bound (at alpha / 2) does
+    rate = alpha if bound == "one-sided" else alpha / 2
+    assert int(wrong.sum()) <= binom.ppf(0.999, k, rate)
+    assert int(wrong.sum()) >= binom.ppf(0.001, k, rate / 4)  # not vacuous: the bound is nearly met
 
 
 # -- registry and bad input -----------------------------------------------------------------------
@@ -242,3 +245,45 @@ def test_smooth_refuses_norms_and_bounds_the_noise_lacks():
     with pytest.raises(ArgumentError) as e:
         s.certify(x, 10, 10, 0.1, 10, bound="two-sided")
     assert e.value.arg == "bound"
+
+
+def cdf_torch(noise: Noise, z: torch.Tensor) -> torch.Tensor:
+    """The 1-D CDF of one noise coordinate, in torch (float64)."""
+    z = z.double()
+    if noise.name == "gaussian":
+        return 0.5 * (1 + torch.erf(z / (noise.sigma * math.sqrt(2))))
+    if noise.name == "laplace":
+        lam = noise.sigma / math.sqrt(2)
+        return torch.where(z < 0, 0.5 * torch.exp(z / lam), 1 - 0.5 * torch.exp(-z / lam))
+    lam = noise.sigma * math.sqrt(3)
+    return ((z + lam) / (2 * lam)).clamp(0, 1)
+
+
+class Buckets(nn.Module):
+    """At x = 0 the class is a bucket of u = F(eps_1) (F the noise's 1-D CDF, so u ~ U(0, 1)):
+    class 0 if u < 0.6, class 1 if u < 0.98, else class 2. The votes are exactly multinomial with
+    pA = 0.6 and pB = max_{c != 0} p_c = 0.38."""
+
+    def __init__(self, noise: Noise):
+        super().__init__()
+        self.noise = noise
+
+    def forward(self, x):
+        u = cdf_torch(self.noise, x.flatten(1)[:, 0])
+        return nn.functional.one_hot((u >= 0.6).long() + (u >= 0.98).long(), 3).float()
+
+
+@pytest.mark.parametrize("name", sorted(NOISES))
+def test_two_sided_bounds_hold_with_probability_1_minus_alpha(name):
+    """With probability >= 1 - alpha both pA_lower <= pA and pB_upper >= pB (Bonferroni), and then
+    the radius is at most radius_two_sided(pA, pB) (it grows in pA_lower and falls in pB_upper):
+    a radius above that value may happen at rate <= alpha."""
+    alpha, m = 0.2, 3000
+    noise = get_noise(name, 0.5)
+    s = Smooth(Buckets(noise), 3, None, noise, seed=0)
+    pred, radius = s.certify_batch(torch.zeros(m, 1, 1, 1), 50, 1000, alpha, 100_000, bound="two-sided")
+    assert (pred == 0).float().mean() > 0.9
+    ideal = noise.radius_two_sided(0.6, 0.38)
+    over = int(((pred == 0) & (radius > ideal + 1e-12)).sum())
+    assert over <= binom.ppf(0.999, m, alpha)
+    assert over >= binom.ppf(0.001, m, alpha / 8)  # not vacuous
