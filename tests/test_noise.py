@@ -287,3 +287,23 @@ def test_two_sided_bounds_hold_with_probability_1_minus_alpha(name):
     over = int(((pred == 0) & (radius > ideal + 1e-12)).sum())
     assert over <= binom.ppf(0.999, m, alpha)
     assert over >= binom.ppf(0.001, m, alpha / 8)  # not vacuous
+
+
+# -- training methods draw the chosen noise -------------------------------------------------------
+def test_training_methods_draw_the_chosen_noise():
+    from smoothcert.methods import create_method
+
+    lam = 0.5 * math.sqrt(3)  # uniform noise at sigma 0.5 lives in [-lam, lam]
+    x, y = torch.full((256, 1, 8, 8), 0.5), torch.zeros(256, dtype=torch.long)
+    for method, extra in (("gauss", {}), ("maxup-gauss", {"m": 2}), ("maxup", {"augment": "none", "m": 2})):
+        meth = create_method(method, sigma=0.5, noise="uniform", **extra)
+        d = meth.augmentation(x, y)[0] - x
+        assert d.abs().max() <= lam + 1e-6 and d.std().item() == pytest.approx(0.5, rel=0.02)
+        assert meth.params()["noise"] == "uniform"
+        assert "noise" not in create_method(method, sigma=0.5, **extra).params()  # gaussian configs as before
+    torch.manual_seed(0)
+    alps = create_method("alps", sigma=0.5, noise="laplace")
+    d = alps.perturb(x) - 0.5  # mixing identical images leaves x: the rest is Laplace noise
+    assert kstest(d.flatten().numpy(), laplace(scale=0.5 / math.sqrt(2)).cdf).pvalue > 1e-3
+    adv = create_method("smoothadv", sigma=0.5, epsilon=0.25, noise="uniform")
+    assert adv.noise == UniformNoise(0.5) and adv.params()["noise"] == "uniform"

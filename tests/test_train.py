@@ -298,7 +298,7 @@ def test_cli_user_errors_exit_2_with_one_line(tmp_path, runner, args, message):
 def test_every_method_flag_reaches_exactly_the_methods_that_take_it():
     values = {"sigma": 0.25, "m": 2, "warmup_epochs": 1, "augment": "cutout", "select_resolution": 4, "alps_alpha": 4.0,
               "alps_beta": 2.0, "alps_eps": 0.5, "epsilon": 0.25, "num_steps": 2, "num_noise_vec": 2, "warmup": 1,
-              "js_lambda": 1.0, "augmax_steps": 2, "augmax_step_size": 0.1}
+              "js_lambda": 1.0, "augmax_steps": 2, "augmax_step_size": 0.1, "noise": "laplace"}
     flags = {f[2:].replace("-", "_") for f, _, _ in METHOD_FLAGS}
     assert flags == set(values)
     taken = set()
