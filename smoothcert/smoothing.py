@@ -142,6 +142,24 @@ def sample_counts(
     return counts
 
 
+def certificate(noise: Noise, cA: np.ndarray, nA: np.ndarray, nB: np.ndarray, n: int, alpha: float, *,
+                norm: str, bound: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """The last step of CERTIFY: from the selected classes ``cA``, their estimation counts ``nA``
+    and the runner-up counts ``nB`` (out of ``n``), the (predictions, radii) as int64 / float64
+    arrays (``ABSTAIN`` and 0 where abstained). See ``Smooth.certify_batch`` for the bounds."""
+    if bound == "one-sided":
+        pA_lower = clopper_pearson_lower(nA, n, alpha)
+        certified = pA_lower >= 0.5
+        radius = noise.radius(pA_lower, norm, dim)
+    else:
+        pA_lower = clopper_pearson_lower(nA, n, alpha / 2)
+        pB_upper = np.minimum(clopper_pearson_upper(nB, n, alpha / 2), 1.0 - pA_lower)
+        certified = pA_lower >= pB_upper
+        radius = noise.radius_two_sided(pA_lower, pB_upper, norm, dim)
+    pred = np.where(certified, cA, ABSTAIN).astype(np.int64)
+    return pred, np.where(certified, radius, 0.0).astype(np.float64)
+
+
 class Smooth:
     """A smoothed classifier around ``base_classifier`` (a model mapping (B, C, H, W) in pixel
     space to (B, num_classes) logits) with ``noise`` (a name from ``noise.NOISES`` or a
@@ -282,9 +300,9 @@ class Smooth:
         class: the class c* with the largest pB has count <= the runner-up count, and the bound
         grows with the count. As nB <= n - nA and the bounds are monotone, pB_upper <= 1 - pA_lower,
         so the two-sided radius is never below the one-sided radius at level alpha / 2 (the cap
-        at 1 - pA_lower below only guards float rounding). In both cases, with probability >= 1 - alpha, g(x + delta) = cA
-        for every ||delta||_norm < radius (``norm`` None: the noise's natural norm).
-        """
+        at 1 - pA_lower in ``certificate`` only guards float rounding). In both cases, with
+        probability >= 1 - alpha, g(x + delta) = cA for every ||delta||_norm < radius (``norm``
+        None: the noise's natural norm)."""
         n0 = check_int("n0", n0, 1)
         n = check_int("n", n, 1)
         alpha = check_alpha(alpha)
@@ -297,18 +315,8 @@ class Smooth:
         nA = counts_estimation.gather(1, cA[:, None]).squeeze(1)
         nB = counts_estimation.scatter(1, cA[:, None], -1).max(1).values  # runner-up: any class but cA
         cA_np, nA_np, nB_np = torch.stack([cA, nA, nB]).cpu().numpy()  # the one host sync
-        if bound == "one-sided":
-            pA_lower = clopper_pearson_lower(nA_np, n, alpha)
-            certified = pA_lower >= 0.5
-            radius = self.noise.radius(pA_lower, norm, dim)
-        else:
-            pA_lower = clopper_pearson_lower(nA_np, n, alpha / 2)
-            pB_upper = np.minimum(clopper_pearson_upper(nB_np, n, alpha / 2), 1.0 - pA_lower)
-            certified = pA_lower >= pB_upper
-            radius = self.noise.radius_two_sided(pA_lower, pB_upper, norm, dim)
-        pred = np.where(certified, cA_np, ABSTAIN)
-        radius = np.where(certified, radius, 0.0)
-        return torch.from_numpy(pred.astype(np.int64)), torch.from_numpy(radius.astype(np.float64))
+        pred, radius = certificate(self.noise, cA_np, nA_np, nB_np, n, alpha, norm=norm, bound=bound, dim=dim)
+        return torch.from_numpy(pred), torch.from_numpy(radius)
 
     def certify(
         self,
