@@ -51,6 +51,7 @@ from .validation import ArgumentError, check_int, check_sigma
 NORMS = ("l1", "l2", "linf")
 BOUNDS = ("one-sided", "two-sided")
 
+
 def _as_probs(name: str, p: Any) -> np.ndarray:
     arr = np.asarray(p, dtype=np.float64)
     if not np.all((arr >= 0) & (arr <= 1)):  # also refuses NaN
@@ -127,7 +128,7 @@ class Noise:
 
     def p_lower_needed(self, radius: Any, norm: str | None = None, dim: int | None = None) -> float | np.ndarray:
         """The smallest p_lower whose ``radius(p_lower)`` reaches ``radius`` (>= 0): 1/2 for
-        radius 0, ``inf`` where no p_lower <= 1 reaches it."""
+        radius 0 (certifying needs p_lower >= 1/2), ``inf`` where no p_lower <= 1 reaches it."""
         norm = self.check_norm(norm)
         d = self._dim(norm, dim)
         r = np.asarray(radius, dtype=np.float64)
