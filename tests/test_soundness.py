@@ -89,8 +89,9 @@ def test_more_outputs_than_num_classes_with_two_inputs_packed():
             return out
 
     s = Smooth(Twelve(), 10, 0.25, seed=0)
-    with pytest.raises(ValueError, match=r"shape \(200, 12\).*num_classes=10"):
+    with pytest.raises(ValueError, match=r"num_classes=10") as e:
         s.certify_batch(torch.zeros(2, 1, 2, 2), 100, 100, 0.01, 200)
+    assert "12" in str(e.value)  # names both numbers
     with pytest.raises(ValueError, match="num_classes=10"):
         sample_counts(Twelve(), torch.zeros(2, 1, 2, 2), 100, GaussianNoise(0.5), 10, 200)
     with pytest.raises(ValueError, match="num_classes=10"):  # fewer outputs than classes too
