@@ -20,14 +20,15 @@ lock, resume, metadata, settings check, seed and torchrun split. Here:
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
 import torch
 
 from .data import ImageDataset
-from .logs import CERTIFY_COLUMNS, PREDICT_COLUMNS, floor_decimal
-from .runner import RunReport, Selection, run_logged
+from .logs import CERTIFY_COLUMNS, PREDICT_COLUMNS, floor_decimal, read_rows
+from .runner import RunReport, Selection, meta_path, run_logged
 from .runs import model_fingerprint, provenance
 from .smoothing import Smooth
 from .validation import check_alpha, check_int
@@ -129,4 +130,26 @@ def predict_dataset(
                       selection=selection, samples_per_input=n, names=_NAMES, progress=progress)
 
 
-__all__ = ["RADIUS_PLACES", "RunReport", "Selection", "certify_dataset", "predict_dataset"]
+def run_summary(report: RunReport) -> str:
+    """One line about a certify or predict log after a run: inputs, certified accuracy at r = 0
+    (accuracy for predict), ACR (mean over inputs of radius x correct), abstentions, this call's
+    samples/s and the log path."""
+    meta = json.loads(meta_path(report.path).read_text())
+    columns = tuple(meta["columns"])
+    rows = read_rows(report.path, columns)
+    h = {c: k for k, c in enumerate(columns)}
+    n = len(rows)
+    correct = [int(r[h["correct"]]) for r in rows]
+    abstained = sum(int(r[h["predict"]]) == -1 for r in rows)
+    parts = [f"{n} inputs"]
+    if "radius" in h:
+        acr = sum(float(r[h["radius"]]) * c for r, c in zip(rows, correct)) / max(n, 1)
+        parts += [f"certified accuracy at r = 0: {sum(correct) / max(n, 1):.4f}", f"ACR {acr:.4f}"]
+    else:
+        parts.append(f"accuracy {sum(correct) / max(n, 1):.4f}")
+    parts.append(f"abstained {abstained}")
+    speed = f"{report.samples_per_second:,.0f} samples/s" if report.written else "nothing left to do"
+    return f"{', '.join(parts)}; this run: {report.written} inputs, {speed} -> {report.path}"
+
+
+__all__ = ["RADIUS_PLACES", "RunReport", "Selection", "certify_dataset", "predict_dataset", "run_summary"]

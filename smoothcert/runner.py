@@ -74,14 +74,16 @@ class Selection:
 @dataclass(frozen=True)
 class RunReport:
     """What a logged run did: ``rows`` in the log now, ``written`` by this call in ``seconds``
-    of work, drawing ``samples`` noise samples (0 where that means nothing). ``os.fspath`` gives
-    the log's path, so a report can stand where the path is expected."""
+    of work, drawing ``samples`` noise samples (0 where that means nothing), on process ``rank``
+    (under torchrun only rank 0 counts ``rows``). ``os.fspath`` gives the log's path, so a
+    report can stand where the path is expected."""
 
     path: Path
     rows: int
     written: int
     seconds: float
     samples: int
+    rank: int = 0
 
     def __fspath__(self) -> str:
         return str(self.path)
@@ -298,7 +300,7 @@ def run_logged(dataset: Any, out: str | os.PathLike, columns: Sequence[str], *, 
                 _merge(out, columns, kind, [out.with_name(out.name + f".rank{r}") for r in range(ranks.world)])
             ranks.barrier()
         rows = len(read_rows(out, columns, kind)) if ranks.rank == 0 else 0
-        return RunReport(out, rows, written, work, written * samples_per_input)
+        return RunReport(out, rows, written, work, written * samples_per_input, ranks.rank)
     finally:
         if log is not None:
             log.close()
