@@ -39,6 +39,17 @@ def smooth(digits_run) -> Smooth:
 
 
 @pytest.fixture
+def noisy(digits_run) -> Smooth:
+    """A linear model whose smoothed votes vary with the noise draw (pA well inside (1/2, 1)),
+    so that rows depend on the generator seeds."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    with torch.no_grad():
+        model[1].weight.mul_(4)
+    return Smooth(model.eval(), 10, 0.25)
+
+
+@pytest.fixture
 def digits():
     return get_dataset("digits", "test")
 
@@ -72,7 +83,8 @@ def test_cli_resume_with_another_N_exits_2_naming_it(digits_run, runner, tmp_pat
     assert len(read_tsv(out)[1]) == 2
 
 
-def test_resume_reuses_the_recorded_seed(smooth, digits, tmp_path):
+def test_resume_reuses_the_recorded_seed(noisy, digits, tmp_path):
+    smooth = noisy
     part, whole = tmp_path / "part.tsv", tmp_path / "whole.tsv"
     certify_dataset(smooth, digits, part, **FAST, selection=Selection(1, 2))  # no seed: one is drawn and recorded
     seed = json.loads(meta_path(part).read_text())["seed"]
@@ -112,12 +124,16 @@ class KilledAfter:
         return self.smooth.certify_batch(*args, **kwargs)
 
 
-def test_packed_resume_after_a_kill_neither_duplicates_nor_loses_rows(smooth, digits, tmp_path):
-    whole = tmp_path / "whole.tsv"
+def test_packed_resume_after_a_kill_neither_duplicates_nor_loses_rows(noisy, digits, tmp_path):
+    smooth = noisy
+    whole, other_seed = tmp_path / "whole.tsv", tmp_path / "other.tsv"
     sel = Selection(2, 10)
     certify_dataset(smooth, digits, whole, **FAST, selection=sel, seed=4, pack=3)
     expected = rows_without_time(whole)
     assert [int(r[0]) for r in expected] == list(range(0, 20, 2))
+    certify_dataset(smooth, digits, other_seed, **FAST, selection=sel, seed=5, pack=3)
+    differ = [a != b for a, b in zip(expected, rows_without_time(other_seed))]
+    assert sum(differ[6:]) >= 2  # rows depend on the seeds, so a wrongly seeded resume would show
 
     killed = tmp_path / "killed.tsv"  # killed between packs
     with pytest.raises(Interrupt):
