@@ -33,6 +33,9 @@ log. Runs go to --runs-dir (not committed); logs, tables and per-epoch times go 
     python experiments/mnist_certify.py --protocol scaled --data-root ../shared/data
     python experiments/mnist_certify.py --protocol short --data-root ../shared/data
     python experiments/mnist_certify.py --report     # tables + figures from the logs present
+
+A ``--report`` without ``--reference`` keeps the reference columns of the existing summary.md
+(where our log is unchanged), so it never empties the committed comparison.
 """
 from __future__ import annotations
 
@@ -156,11 +159,35 @@ def comparisons(out: Path, complete: dict[tuple[str, str], Path]) -> list[str]:
     return rows
 
 
-def pipeline_check(complete: dict[tuple[str, str], Path], references: dict[float, Path]) -> list[str]:
+def previous_reference_cells(summary: Path) -> dict[float, tuple[str, str, str]]:
+    """sigma -> (our ACR cell, reference ACR cell, paired difference cell) of the pipeline-check
+    table in an earlier ``summary.md`` (empty if there is none)."""
+    if not summary.is_file():
+        return {}
+    text = summary.read_text()
+    if "## Pipeline check" not in text:
+        return {}
+    cells = {}
+    for line in text.split("## Pipeline check", 1)[1].split("\n## ", 1)[0].splitlines():
+        parts = [c.strip() for c in line.strip().strip("|").split("|")]
+        try:
+            sigma = float(parts[0])
+        except ValueError:
+            continue
+        if len(parts) == 6 and parts[4]:
+            cells[sigma] = (parts[1], parts[4], parts[5])
+    return cells
+
+
+def pipeline_check(complete: dict[tuple[str, str], Path], references: dict[float, Path],
+                   previous: dict[float, tuple[str, str, str]] | None = None) -> list[str]:
     """Full-protocol gauss against the published ACR (in standard errors of the subset mean) and,
     where a certify log of the literature's pipeline is given (``--reference SIGMA=PATH``, e.g.
     the per-image logs that jh-jeong/smoothing-consistency publishes under data/certify/mnist/cohen),
-    against that log on the very same images (paired)."""
+    against that log on the very same images (paired). Without ``--reference`` for a sigma, the
+    reference cells of the previous report (``previous``) are kept when our ACR cell there is
+    unchanged (the same log), so that ``--report`` alone never empties the committed comparison;
+    if our log changed, the cells stay empty (the old paired difference would be stale)."""
     rows = ["| sigma | ACR (SE), 500 images | published ACR | (ACR - published) / SE | reference log on the same "
             "images: ACR | ACR - reference (paired SE) |", "|---:|---:|---:|---:|---:|---:|"]
     for sigma in SIGMAS:
@@ -175,6 +202,8 @@ def pipeline_check(complete: dict[tuple[str, str], Path], references: dict[float
             d, d_se, k = acr_difference(log, ref)
             ref_acr = f"{average_certified_radius(acr_subset(ref, log.idx)):.3f}"
             ref_diff = f"{d:+.3f} ({d_se:.3f}, {k} images)"
+        elif (previous or {}).get(sigma, ("",))[0] == f"{acr:.3f} ({se:.3f})":
+            _, ref_acr, ref_diff = previous[sigma]
         rows.append(f"| {sigma} | {acr:.3f} ({se:.3f}) | {PUBLISHED_ACR[sigma]:.3f} | "
                     f"{(acr - PUBLISHED_ACR[sigma]) / se:+.1f} | {ref_acr} | {ref_diff} |")
     return rows
@@ -233,7 +262,7 @@ def report(args: argparse.Namespace) -> None:
         except ImportError:
             pass
     lines += ["## Pipeline check: full-protocol gauss against the literature", "",
-              *pipeline_check(every, args.references), ""]
+              *pipeline_check(every, args.references, previous_reference_cells(out / "summary.md")), ""]
     lines += ["## Paired comparisons and training cost", "",
               "Paired over the same 500 images (SE of the paired mean; it covers the choice of images, not the "
               "training seed). Cost: total training time / median epoch time of the protocol's gauss runs.", "",
