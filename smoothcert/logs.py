@@ -4,7 +4,11 @@
   ``os.replace``. A crash leaves either the old file or the new one, never a torn one.
 * Checkpoints load with ``torch.load(weights_only=True)``: a checkpoint can never run code.
 * ``TSVLog`` appends one flushed line per record; reopening an existing log checks its header,
-  drops a torn last line (a run killed mid-write) and reports which indices are already done.
+  drops a torn last line (a run killed mid-write), refuses a malformed line anywhere else
+  (naming its line) and reports which indices are already done.
+* ``LogLock``: an exclusive ``fcntl.flock`` for the writer of a log; a second writer is refused
+  with the holder's pid.
+* ``floor_decimal``: radii are logged rounded DOWN, never up.
 """
 from __future__ import annotations
 
