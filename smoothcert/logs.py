@@ -39,7 +39,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     if not path.parent.is_dir():
         raise ValueError(f"folder {str(path.parent)!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:  # a read-only or full folder: one line, not a traceback
+        raise ValueError(f"cannot write {str(path)!r}: {e.strerror or type(e).__name__}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -94,13 +97,17 @@ class TSVLog:
         check_output_file(self.path, arg)
         header = "\t".join(self.columns)
         self.rows: list[list[str]] = []
-        if self.path.exists() and self.path.stat().st_size > 0:
-            self.rows = read_rows(self.path, self.columns, kind, arg, repair=True)
-            self._f = open(self.path, "a", encoding="utf-8")
-        else:
-            self._f = open(self.path, "w", encoding="utf-8")
-            self._f.write(header + "\n")
-            self._f.flush()
+        try:
+            if self.path.exists() and self.path.stat().st_size > 0:
+                self.rows = read_rows(self.path, self.columns, kind, arg, repair=True)
+                self._f = open(self.path, "a", encoding="utf-8")
+            else:
+                self._f = open(self.path, "w", encoding="utf-8")
+                self._f.write(header + "\n")
+                self._f.flush()
+        except OSError as e:  # e.g. a read-only folder
+            raise ArgumentError(arg, f"{arg}: cannot write {str(self.path)!r}: "
+                                     f"{e.strerror or type(e).__name__}") from None
         self.done: set[int] = {int(r[0]) for r in self.rows}
 
     def write(self, values: Iterable[Any]) -> None:

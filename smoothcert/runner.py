@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -202,6 +203,15 @@ def _merge(out: Path, columns: Sequence[str], kind: str, extra: Sequence[Path]) 
     return len(rows)
 
 
+def _remove_temporaries(out: Path) -> None:
+    """Delete the temp files that killed atomic writes of ``out`` or its metadata left behind
+    (``tempfile.mkstemp`` names: ``.NAME.XXXXXXXX.tmp``)."""
+    pattern = re.compile(rf"\.{re.escape(out.name)}(\.meta\.json)?\.[a-z0-9_]{{8}}\.tmp")
+    for tmp in out.parent.glob(f".{out.name}.*.tmp"):
+        if pattern.fullmatch(tmp.name):
+            tmp.unlink(missing_ok=True)
+
+
 def _error_payload(e: BaseException) -> tuple[str, str, str]:
     return (type(e).__name__, getattr(e, "arg", ""), str(e))
 
@@ -235,6 +245,7 @@ def run_logged(dataset: Any, out: str | os.PathLike, columns: Sequence[str], *, 
         if ranks.rank == 0:
             try:
                 lock = LogLock(out).acquire()
+                _remove_temporaries(out)
                 log = TSVLog(out, columns, kind=kind)
                 leftovers = _shards(out)
                 if leftovers:  # a torchrun run killed before its merge: its rows are valid, keep them

@@ -296,6 +296,16 @@ def test_options_reach_certify_batch_and_the_metadata(smooth, digits, tmp_path):
         certify_dataset(WithOptions(smooth, 0.3), digits, out, **FAST, selection=Selection(1, 3), seed=1, norm="l1")
 
 
+def test_temp_files_of_killed_writes_are_removed(smooth, digits, tmp_path):
+    out = tmp_path / "c.tsv"
+    for name in (".c.tsv.meta.json.x1_b2c3d.tmp", ".c.tsv.k2abc9xy.tmp"):
+        (tmp_path / name).write_text("partial")
+    for name in (".other.tsv.k3abc9xy.tmp", ".c.tsv.gz.k3abc9xy.tmp"):  # another log's
+        (tmp_path / name).write_text("not ours")
+    certify_dataset(smooth, digits, out, **FAST, selection=Selection(1, 1), seed=1)
+    assert sorted(p.name for p in tmp_path.glob(".*.tmp")) == [".c.tsv.gz.k3abc9xy.tmp", ".other.tsv.k3abc9xy.tmp"]
+
+
 def test_out_naming_a_folder_is_an_argument_error(smooth, digits, tmp_path):
     with pytest.raises(ArgumentError, match="^out: .* is a folder"):
         certify_dataset(smooth, digits, tmp_path, **FAST, selection=Selection(1, 2), seed=1)
