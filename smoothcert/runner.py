@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from .logs import LogLock, TSVLog, atomic_write_bytes, atomic_write_json, check_output_file, read_rows
 from .validation import ArgumentError, check_int
 
-SEED_STRIDE = 1_000_003  # a prime larger than any dataset index: distinct seeds per (seed, index)
+SEED_STRIDE = 1_000_003  # a prime: distinct seeds per (seed, index) for indices below it (every test split)
 
 # a batch's work: (indices, xs, labels, generator) -> one row tail (the columns between label and time) per input
 Step = Callable[[list[int], torch.Tensor, torch.Tensor, torch.Generator], list[list[Any]]]

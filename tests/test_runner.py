@@ -185,6 +185,26 @@ def test_a_second_writer_is_refused_naming_the_holder(smooth, digits, digits_run
     assert len(read_tsv(out)[1]) == 2 and not Path(str(out) + ".lock").exists()
 
 
+def test_under_torchrun_a_held_lock_stops_every_rank(digits_run, tmp_path):
+    out = tmp_path / "c.tsv"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from smoothcert.logs import LogLock; "
+         "l = LogLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(120)", str(out)],
+        stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                            "29531", "-m", "smoothcert.cli", "certify", str(digits_run), "--max-inputs", "4",
+                            "--out", str(out), *CLI_FAST], env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        holder.kill()
+        holder.wait()
+    errors = [line for line in r.stderr.splitlines() if line.startswith("Error: out:")]
+    assert r.returncode != 0 and len(errors) == 2 and all(f"pid {holder.pid}" in e for e in errors)  # both ranks
+    assert not list(tmp_path.glob("c.tsv.rank*")) and (not out.exists() or out.stat().st_size == 0)
+
+
 def test_the_lock_is_held_during_the_run(smooth, digits, tmp_path):
     out = tmp_path / "c.tsv"
     seen = []
