@@ -10,7 +10,7 @@ import click
 import torch
 
 from . import main
-from ..certification import Selection, certify_dataset, predict_dataset
+from ..certification import Selection, certify_dataset, predict_dataset, run_summary
 from ..runs import load_model_and_dataset
 from ..smoothing import Smooth
 from .common import resolve_device, user_errors
@@ -43,7 +43,7 @@ def _smoothing_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--channels-last/--no-channels-last", default=None,
                      help="Channels-last memory format for the model and the noisy batches (default: on)."),
         click.option("--compile", "compile_model", is_flag=True, help="Wrap the model in torch.compile."),
-        click.option("--quiet", is_flag=True, help="No progress bar."),
+        click.option("--quiet", is_flag=True, help="No progress bar, no summary line."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -52,7 +52,7 @@ def _smoothing_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def _prepare(model: Path, dataset: str | None, data_root: str | None, split: str, sigma: float | None,
              alpha: float, batch: int, device: str | None, amp: str, channels_last: bool | None,
-             compile_model: bool, out: Path) -> tuple[Smooth, Any, dict[str, Any]]:
+             compile_model: bool, out: Path) -> tuple[Smooth, Any]:
     """Validate flags, load the model and data, build the smoothed classifier."""
     if alpha <= 0 or alpha >= 1:
         raise click.BadParameter(f"must be in (0, 1), got {alpha}", param_hint="--alpha")
@@ -69,8 +69,7 @@ def _prepare(model: Path, dataset: str | None, data_root: str | None, split: str
         raise click.BadParameter(f"must be > 0, got {sigma}", param_hint="--sigma")
     smooth = Smooth(net, int(config["num_classes"]), sigma, amp_dtype=_AMP[amp], channels_last=channels_last,
                     compile=compile_model)
-    meta = {"model": str(model), "config": config, "dataset": ds.name, "split": split}
-    return smooth, ds, meta
+    return smooth, ds  # the library records the model, its config and the settings in OUT.meta.json
 
 
 @main.command()
@@ -90,11 +89,13 @@ def certify(model: Path, dataset: str | None, data_root: str | None, split: str,
     for flag, v in (("--N0", n0), ("--N", n)):
         if v < 1:
             raise click.BadParameter(f"must be >= 1, got {v}", param_hint=flag)
-    smooth, ds, meta = _prepare(model, dataset, data_root, split, sigma, alpha, batch, device, amp, channels_last,
-                                compile_model, out)
-    meta["certify"] = {"sigma": smooth.sigma, "N0": n0, "N": n, "alpha": alpha, "batch": batch}
-    certify_dataset(smooth, ds, out, n0=n0, n=n, alpha=alpha, batch_size=batch, selection=Selection(skip, max_count),
-                    seed=seed, pack=pack, meta=meta, progress=not quiet and sys.stderr.isatty())
+    smooth, ds = _prepare(model, dataset, data_root, split, sigma, alpha, batch, device, amp, channels_last,
+                          compile_model, out)
+    report = certify_dataset(smooth, ds, out, n0=n0, n=n, alpha=alpha, batch_size=batch,
+                             selection=Selection(skip, max_count), seed=seed, pack=pack,
+                             progress=not quiet and sys.stderr.isatty())
+    if not quiet and report.rank == 0:
+        click.echo(run_summary(report))
 
 
 @main.command()
@@ -110,8 +111,10 @@ def predict(model: Path, dataset: str | None, data_root: str | None, split: str,
     """
     if n < 1:
         raise click.BadParameter(f"must be >= 1, got {n}", param_hint="--N")
-    smooth, ds, meta = _prepare(model, dataset, data_root, split, sigma, alpha, batch, device, amp, channels_last,
-                                compile_model, out)
-    meta["predict"] = {"sigma": smooth.sigma, "N": n, "alpha": alpha, "batch": batch}
-    predict_dataset(smooth, ds, out, n=n, alpha=alpha, batch_size=batch, selection=Selection(skip, max_count),
-                    seed=seed, pack=pack, meta=meta, progress=not quiet and sys.stderr.isatty())
+    smooth, ds = _prepare(model, dataset, data_root, split, sigma, alpha, batch, device, amp, channels_last,
+                          compile_model, out)
+    report = predict_dataset(smooth, ds, out, n=n, alpha=alpha, batch_size=batch,
+                             selection=Selection(skip, max_count), seed=seed, pack=pack,
+                             progress=not quiet and sys.stderr.isatty())
+    if not quiet and report.rank == 0:
+        click.echo(run_summary(report))
