@@ -146,6 +146,7 @@ def test_selection_and_estimation_use_independent_draws():
     rec = Recorder()
     s = Smooth(rec, 2, 1.0, seed=0)
     s.certify(torch.zeros(1, 2, 2), n0=8, n=8, alpha=0.01, batch_size=100)
+    rec = s.model  # Smooth runs a copy of the caller's model
     assert len(rec.seen) == 2
     assert not torch.allclose(rec.seen[0], rec.seen[1])
     # within one draw, the noise rows differ too (no repeated noise vector)
@@ -154,9 +155,9 @@ def test_selection_and_estimation_use_independent_draws():
 
 def test_noise_scale_is_sigma():
     rec = Recorder()
-    s = Smooth(rec, 2, 0.3, seed=0)
+    s = Smooth(rec, 2, 0.3, seed=0, chunk_size=2000)
     s.sample_counts(torch.full((1, 1, 8, 8), 0.5), 2000, 2000)
-    noise = rec.seen[0] - 0.5
+    noise = s.model.seen[0] - 0.5  # Smooth runs a copy of the caller's model
     assert noise.std().item() == pytest.approx(0.3, rel=0.02)
     assert noise.mean().abs().item() < 0.01
 
