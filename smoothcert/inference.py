@@ -193,8 +193,8 @@ def probe_chunk_size(
     autocast = torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
     rate: dict[int, float] = {}
     with torch.inference_mode(), autocast:
-        x = torch.full((candidates[-1], *sample_shape), 0.5, device=device, dtype=dtype)
-        x = x.contiguous(memory_format=memory_format)
+        x = allocate(candidates[-1], sample_shape, device=device, dtype=dtype, memory_format=memory_format)
+        x.fill_(0.5)
         forward(x[: candidates[0]]).argmax(1)  # warm-up
         _sync(device)
         for c in candidates:
