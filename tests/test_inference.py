@@ -30,6 +30,7 @@ def bn_net() -> nn.Module:
             m.running_var.uniform_(0.2, 3.0)
             m.weight.data.uniform_(0.5, 2.0)
             m.bias.data.uniform_(-1, 1)
+            m.eps = 0.05  # large enough that dropping it from the fold shows
     return net.eval()
 
 
@@ -168,15 +169,25 @@ def test_memory_cap_is_positive_and_bounded():
     assert memory_cap(net, (1, 8, 8), torch.device("cpu"), fraction=1e-9) < cap
 
 
-def test_max_batch_auto_gives_the_counts_of_batch_1000():
+def test_max_batch_auto_gives_the_counts_of_batch_1000(monkeypatch):
+    tried = []
+    real = inference.probe_chunk_size
+    monkeypatch.setattr("smoothcert.smoothing.probe_chunk_size",
+                        lambda f, shape, cands, **kw: tried.extend(cands) or real(f, shape, cands, **kw))
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
     x = torch.rand(2, 3, 8, 8)
-    a = Smooth(net, 3, 1.0, max_batch="auto").sample_counts(x, 1500, 1000, torch.Generator().manual_seed(4))
+    auto = Smooth(net, 3, 1.0, max_batch="auto")
+    a = auto.sample_counts(x, 1500, 1000, torch.Generator().manual_seed(4))
+    assert auto._chunks[("cap", (3, 8, 8), torch.float32)] > 1000
+    assert max(tried) > 1000  # chunks beyond batch_size, up to the memory cap, were considered
     b = Smooth(net, 3, 1.0, chunk_size=1000).sample_counts(x, 1500, 1000, torch.Generator().manual_seed(4))
     assert torch.equal(a, b)
 
 
-def test_cli_batch_auto_with_pack(digits_run, runner, tmp_path):
+def test_cli_batch_auto_with_pack(digits_run, runner, tmp_path, monkeypatch):
+    caps = []
+    real = memory_cap
+    monkeypatch.setattr("smoothcert.smoothing.memory_cap", lambda *a, **kw: caps.append(real(*a, **kw)) or caps[-1])
     outs = {}
     for batch in ("auto", "1000"):
         out = tmp_path / f"{batch}.tsv"
@@ -187,6 +198,7 @@ def test_cli_batch_auto_with_pack(digits_run, runner, tmp_path):
         t = header.index("time")
         outs[batch] = [row[:t] for row in rows]
     assert len(outs["auto"]) == 3
+    assert len(caps) == 1 and caps[0] >= 1  # only --batch auto derives a cap from free memory
     assert outs["auto"] == outs["1000"]  # auto draws the noise of --batch 1000
     r = runner.invoke(main, ["certify", str(digits_run), "--out", str(tmp_path / "x.tsv"), "--batch", "lots"])
     assert r.exit_code == 2 and "--batch" in r.output
