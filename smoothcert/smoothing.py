@@ -117,6 +117,12 @@ def sample_counts(
     inputs. With ``channels_last`` (and more than one channel) the noisy batch is written in the
     channels-last format by the same pass that adds the input. ``buffer`` (a ``Workspace``) is
     reused across calls.
+
+    Against the first release, for the same seed and ``batch_size``: identical noise where it
+    drew into a contiguous buffer (``channels_last=False``, or one input channel); different
+    noise for multi-channel inputs with ``channels_last`` (its default), where ``normal_`` on the
+    channels-last buffer took PyTorch's strided path, which yields other values (and ran 8x
+    slower). Counts can also move by a vote where BatchNorm folding changes float rounding.
     """
     num = check_int("num", num, 1)
     block = check_int("batch_size", batch_size, 1)
