@@ -202,3 +202,11 @@ def test_cli_batch_auto_with_pack(digits_run, runner, tmp_path, monkeypatch):
     assert outs["auto"] == outs["1000"]  # auto draws the noise of --batch 1000
     r = runner.invoke(main, ["certify", str(digits_run), "--out", str(tmp_path / "x.tsv"), "--batch", "lots"])
     assert r.exit_code == 2 and "--batch" in r.output
+
+
+def test_cli_batch_too_large_for_memory_is_a_one_line_error(digits_run, runner, tmp_path):
+    huge = str(10**13)
+    r = runner.invoke(main, ["certify", str(digits_run), "--max", "1", "--out", str(tmp_path / "c.tsv"),
+                             "--N0", "10", "--N", huge, "--batch", huge, "--quiet"])
+    assert r.exit_code == 2, r.output
+    assert "batch_size" in r.output and "Traceback" not in r.output
