@@ -199,7 +199,8 @@ class Smooth:
       then a certificate for the bfloat16 model: deploy it at the same precision. 1.4x / 2.75x
       on this CPU (AVX-512 BF16 and AMX); CPUs without bfloat16 units may be slower.
     * ``chunk_size``: forward batch size; default None: the fastest of a few sizes up to each
-      call's ``batch_size``, found by a short timed probe the first time it matters and cached.
+      call's ``batch_size``, found by a short timed probe the first time it matters and cached
+      (it runs the copy a few times on a constant input and draws no random numbers).
       Results never depend on it (noise is drawn in blocks of ``batch_size`` rows, see
       ``sample_counts``), so ``batch_size`` is what it is for a user: the memory bound and the
       unit of the seeded noise stream.
