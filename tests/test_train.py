@@ -175,8 +175,9 @@ class NaNFromEpoch2(Method):
         return {}
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    monkeypatch.setitem(methods_mod._REGISTRY, "nan-test", NaNFromEpoch2)
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, request):
+    methods_mod.METHODS.add("nan-test", NaNFromEpoch2)
+    request.addfinalizer(lambda: methods_mod.METHODS.remove("nan-test"))
     run = tmp_path / "nan"
     with pytest.raises(NonFiniteLoss, match="epoch 2.*keeps the checkpoint of epoch 1"):
         train(run, method="nan-test", epochs=3, **QUICK)
@@ -206,7 +207,7 @@ def test_global_batches_split_over_processes_and_cover_the_epoch():
     assert torch.cat(test).tolist() == list(range(1, 100, 2))
 
 
-def test_crop_flip_datasets_train_on_crops_of_their_images(tmp_path, monkeypatch):
+def test_crop_flip_datasets_train_on_crops_of_their_images(tmp_path, request):
     ds = make_synthetic(n=64, seed=0)
     ds.train_augment = "crop-flip"
     xs = torch.cat([x for x, _ in Batches(ds, 16, train=True).epoch(0)])
@@ -216,7 +217,8 @@ def test_crop_flip_datasets_train_on_crops_of_their_images(tmp_path, monkeypatch
     dist = torch.cdist(xs.flatten(1), crops.flatten(1), compute_mode="donot_use_mm_for_euclid_dist")
     assert (dist.min(1).values == 0).all()  # each training input is a crop (maybe flipped) of a training image
     assert not any(torch.equal(a, b) for a, b in zip(xs, ds.x))  # and not simply the images
-    monkeypatch.setitem(data_mod._REGISTRY, "synthetic-crop", DatasetEntry(lambda split, root, download: ds, False, ""))
+    data_mod.DATASETS.add("synthetic-crop", DatasetEntry(lambda split, root, download: ds, False, ""))
+    request.addfinalizer(lambda: data_mod.DATASETS.remove("synthetic-crop"))
     run = train(tmp_path / "crop", dataset="synthetic-crop",
                 method="gauss", method_params={"sigma": 0.0}, epochs=1, batch_size=16, quiet=True)
     assert json.loads((run / "config.json").read_text())["train_augment"] == "crop-flip"
@@ -303,7 +305,7 @@ def test_every_method_flag_reaches_exactly_the_methods_that_take_it():
     assert flags == set(values)
     taken = set()
     for name in list_methods():
-        cls = methods_mod._REGISTRY[name]
+        cls = methods_mod.METHODS.get(name)
         sig = inspect.signature(cls.__init__).parameters
         for flag in flags:
             if flag in sig:
