@@ -150,14 +150,13 @@ def test_attack_dataset_library_smoothed_uses_predict_and_leaves_the_model_alone
 
 def test_attack_predictor_keeps_the_callers_memory_format():
     # PREDICT lays its model out channels-last for speed: on a copy, never on the caller's model
-    from smoothcert.models import create_model
-
-    model = create_model("digits_cnn", 10, 1, 8).eval()
-    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
-    ds = TensorImageDataset(torch.rand(2, 1, 8, 8), torch.zeros(2, dtype=torch.long), name="r", num_classes=10,
-                            mean=(0.0,), std=(1.0,), default_arch="digits_cnn")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 4 * 4, 10)).eval()
+    assert model[0].weight.is_contiguous()
+    ds = TensorImageDataset(torch.rand(2, 3, 6, 6), torch.zeros(2, dtype=torch.long), name="r", num_classes=10,
+                            mean=(0.0,) * 3, std=(1.0,) * 3, default_arch="")
     attack_dataset(model, ds, PGD(0.1, 1, norm="l2"), smoothed=SmoothedEval(0.25, 2, 20), seed=0)
-    assert conv.weight.is_contiguous()
+    assert model[0].weight.is_contiguous()
 
 
 # -- the Jensen–Shannon consistency loss ----------------------------------------------------------
