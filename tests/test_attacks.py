@@ -124,7 +124,6 @@ def test_soft_smoothed_is_mean_softmax_over_shared_input():
     out = SoftSmoothed(model, SIGMA, 5, noise=noise)(x)
     manual = torch.stack([F.softmax(model(x + noise[k]), 1) for k in range(5)]).mean(0).log()
     assert torch.allclose(out, manual, atol=1e-6)
-    assert torch.allclose(out.exp().sum(1), torch.ones(3), atol=1e-5)
     # fresh noise: reproducible with a generator, different across calls, through GaussianNoise
     a = SoftSmoothed(model, SIGMA, 5, generator=torch.Generator().manual_seed(3))
     b = SoftSmoothed(model, SIGMA, 5, generator=torch.Generator().manual_seed(3))
