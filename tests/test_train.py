@@ -141,9 +141,9 @@ def test_resume_refuses_another_config_and_a_run_is_never_overwritten(tmp_path):
     cos = train(tmp_path / "c", method="gauss", method_params={"sigma": 0.25}, epochs=1, schedule="cosine", **QUICK)
     with pytest.raises(ValueError, match="cosine"):
         train(cos, method="gauss", method_params={"sigma": 0.25}, epochs=2, schedule="cosine", resume=True, **QUICK)
-    result = CliRunner().invoke(main, ["train", str(run), "--dataset", "synthetic", "--sigma", "0.5", "--epochs", "2",
-                                       "--resume", "--quiet", "--max-train-samples", "64", "--max-test-samples", "64",
-                                       "--batch-size", "32"])
+    result = CliRunner().invoke(main, ["train", "--out", str(run), "--dataset", "synthetic", "--sigma", "0.5",
+                                       "--epochs", "2", "--resume", "--quiet", "--max-train-samples", "64",
+                                       "--max-test-samples", "64", "--batch-size", "32"])
     assert result.exit_code == 2 and "another config" in result.output and "Traceback" not in result.output
 
 
@@ -184,7 +184,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, request):
     ckpt = state(run)
     assert ckpt["epoch"] == 1 and len(log_rows(run)) == 1
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
-    result = CliRunner().invoke(main, ["train", str(tmp_path / "nan_cli"), "--method", "nan-test", "--dataset",
+    result = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "nan_cli"), "--method", "nan-test", "--dataset",
                                        "synthetic", "--epochs", "3", "--quiet", "--max-train-samples", "64"])
     assert result.exit_code == 1 and "non-finite" in result.output and "Traceback" not in result.output
 
@@ -247,8 +247,9 @@ def test_ddp_two_processes_train_like_one(tmp_path):
     assert not list((tmp_path / "ddp").glob("*.tmp"))
     # MaxUp's no-grad selection passes on the unwrapped module, BatchNorm, a dual-BN branch that
     # gauss noise never routes to (DDP must allow unused parameters); --num-copies: --m under torchrun
-    args = ["train", str(tmp_path / "ddp_bn"), "--dataset", "synthetic", "--arch", "cifar_resnet20", "--norm", "dubn",
-            "--method", "maxup-gauss", "--num-copies", "2", "--sigma", "0.25", "--warmup-epochs", "0", "--epochs", "1",
+    args = ["train", "--out", str(tmp_path / "ddp_bn"), "--dataset", "synthetic", "--arch", "cifar_resnet20",
+            "--normalize", "dubn", "--method", "maxup-gauss", "--num-copies", "2", "--sigma", "0.25",
+            "--warmup-epochs", "0", "--epochs", "1",
             "--batch-size", "32", "--max-train-samples", "64", "--max-test-samples", "32", "--quiet"]
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                            str(29500 + (os.getpid() + 1) % 1000), "-m", "smoothcert.cli", *args], env=env,
@@ -261,9 +262,9 @@ def test_ddp_two_processes_train_like_one(tmp_path):
 # -- CLI -------------------------------------------------------------------------------------------
 def test_cli_trains_a_run_that_loads(tmp_path, runner):
     run = tmp_path / "cli"
-    result = runner.invoke(main, ["train", str(run), "--dataset", "synthetic", "--method", "maxup-gauss", "--m", "2",
-                                  "--sigma", "0.25", "--warmup-epochs", "0", "--epochs", "1", "--batch-size", "32",
-                                  "--max-train-samples", "64", "--channels-last", "--quiet"])
+    result = runner.invoke(main, ["train", "--out", str(run), "--dataset", "synthetic", "--method", "maxup-gauss",
+                                  "--m", "2", "--sigma", "0.25", "--warmup-epochs", "0", "--epochs", "1",
+                                  "--batch-size", "32", "--max-train-samples", "64", "--channels-last", "--quiet"])
     assert result.exit_code == 0, result.output
     model, config = load_model(run)
     assert config["method_params"] == {"sigma": 0.25, "m": 2, "warmup_epochs": 0}
@@ -282,14 +283,16 @@ def test_cli_trains_a_run_that_loads(tmp_path, runner):
     (["--method", "alps", "--m", "4"], "--m is not used by method alps"),
     (["--method", "gauss", "--sigma", "0.25", "--augment", "cutmix"], "--augment is not used by method gauss"),
     (["--method", "maxup-gauss", "--sigma", "0.25"], "needs --m"),
-    (["--sigma", "0.25", "--dataset", "mnist"], "needs --data-root"),
+    (["--sigma", "0.25", "--dataset", "mnist"], "--data-root: dataset 'mnist' needs"),
     (["--sigma", "0.25", "--dataset", "mnist", "--data-root", "/no/such/folder"], "does not exist"),
     (["--sigma", "0.25", "--dataset", "cifar10", "--data-root", "."], "files not found"),
     (["--sigma", "0.25", "--amp", "--device", "cpu"], "amp needs a CUDA device"),
-    (["--sigma", "0.25", "--norm", "dubin"], "residual blocks"),
+    (["--sigma", "0.25", "--normalize", "dubin"], "--normalize: norm dubin needs a model with residual blocks"),
+    (["--sigma", "0.25", "--lr", "0"], "--lr"),
+    (["--sigma", "0.25", "--batch-size", "0"], "--batch-size"),
 ])
 def test_cli_user_errors_exit_2_with_one_line(tmp_path, runner, args, message):
-    result = runner.invoke(main, ["train", str(tmp_path / "x"), "--quiet", *args])
+    result = runner.invoke(main, ["train", "--out", str(tmp_path / "x"), "--quiet", *args])
     assert result.exit_code == 2, result.output
     error_lines = [l for l in result.output.splitlines() if l.startswith("Error")]
     assert len(error_lines) == 1 and message in error_lines[0], result.output

@@ -100,7 +100,8 @@ class Attack:
         if not isinstance(y, torch.Tensor) or y.shape != (x.shape[0],):
             raise ArgumentError("y", f"y must be a ({x.shape[0]},) tensor of labels, got {getattr(y, 'shape', y)}")
         if isinstance(self.eps, torch.Tensor) and self.eps.shape != (x.shape[0],):
-            raise ArgumentError("eps", f"eps: a per-input eps must have shape ({x.shape[0]},), got {tuple(self.eps.shape)}")
+            raise ArgumentError("eps", f"eps: a per-input eps must have shape ({x.shape[0]},), "
+                                       f"got {tuple(self.eps.shape)}")
         x = x.detach().clone() if x.is_inference() else x.detach()
         if bool((x < 0).any() or (x > 1).any()):
             raise ArgumentError("x", "x must be pixels in [0, 1]")

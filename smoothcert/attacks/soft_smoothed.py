@@ -31,7 +31,8 @@ class SoftSmoothed(nn.Module):
         self.noise_dist = GaussianNoise(sigma)
         self.num_noise_vec = num_noise_vec
         if noise is not None and noise.shape[0] != self.num_noise_vec:
-            raise ArgumentError("noise", f"noise must hold num_noise_vec={num_noise_vec} vectors, got shape {tuple(noise.shape)}")
+            raise ArgumentError("noise", f"noise must hold num_noise_vec={num_noise_vec} vectors, "
+                                         f"got shape {tuple(noise.shape)}")
         self.fixed_noise = noise
         self.generator = generator
 

@@ -42,7 +42,8 @@ def _smoothed_options(predict_n: int) -> list[Callable[..., Any]]:
     return [
         click.option("--sigma", type=float, default=None,
                      help="Smoothing noise level [default: the certify log's, else the model's training sigma]."),
-        click.option("--num-noise-vec", type=int, default=8, show_default=True, help="Noisy copies per PGD gradient (M)."),
+        click.option("--num-noise-vec", type=int, default=8, show_default=True,
+                     help="Noisy copies per PGD gradient (M)."),
         click.option("--N", "n", type=int, default=predict_n, show_default=True, help="PREDICT samples."),
         click.option("--alpha", type=float, default=0.001, show_default=True, help="PREDICT failure probability."),
     ]

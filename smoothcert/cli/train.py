@@ -97,8 +97,8 @@ def _method_options(fn: Any) -> Any:
 @click.option("--epochs", type=int, default=90, show_default=True)
 @click.option("--batch-size", "batch_size", type=int, default=256, show_default=True,
               help="Global optimisation batch (over all torchrun processes).")
-@deprecated_option("--batch", "batch_size", "--batch-size", " (--batch is rows per forward pass in every other command)",
-                   type=int)
+@deprecated_option("--batch", "batch_size", "--batch-size",
+                   " (--batch is rows per forward pass in every other command)", type=int)
 @click.option("--lr", type=float, default=0.1, show_default=True)
 @click.option("--momentum", type=float, default=0.9, show_default=True)
 @click.option("--weight-decay", type=float, default=1e-4, show_default=True)
