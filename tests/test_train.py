@@ -287,7 +287,7 @@ def test_cli_trains_a_run_that_loads(tmp_path, runner):
     (["--sigma", "0.25", "--dataset", "mnist", "--data-root", "/no/such/folder"], "does not exist"),
     (["--sigma", "0.25", "--dataset", "cifar10", "--data-root", "."], "files not found"),
     (["--sigma", "0.25", "--amp", "--device", "cpu"], "amp needs a CUDA device"),
-    (["--sigma", "0.25", "--normalize", "dubin"], "--normalize: norm dubin needs a model with residual blocks"),
+    (["--sigma", "0.25", "--normalize", "dubin"], "--normalize: dubin needs a model with residual blocks"),
     (["--sigma", "0.25", "--lr", "0"], "--lr"),
     (["--sigma", "0.25", "--batch-size", "0"], "--batch-size"),
 ])
