@@ -38,13 +38,12 @@ def _certify_meta(log: Path) -> dict[str, Any]:
         return {}
 
 
-def _smoothed_options(predict_n: int) -> list[Callable[..., Any]]:
+def _smoothed_options(sigma_default: str) -> list[Callable[..., Any]]:
     return [
-        click.option("--sigma", type=float, default=None,
-                     help="Smoothing noise level [default: the certify log's, else the model's training sigma]."),
+        click.option("--sigma", type=float, default=None, help=f"Smoothing noise level [default: {sigma_default}]."),
         click.option("--num-noise-vec", type=int, default=8, show_default=True,
                      help="Noisy copies per PGD gradient (M)."),
-        click.option("--N", "n", type=int, default=predict_n, show_default=True, help="PREDICT samples."),
+        click.option("--N", "n", type=int, default=1000, show_default=True, help="PREDICT samples."),
         click.option("--alpha", type=float, default=0.001, show_default=True, help="PREDICT failure probability."),
     ]
 
@@ -137,7 +136,7 @@ def _run_check(ctx: click.Context, model: Path, log: Path, dataset: str | None, 
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("log", type=click.Path(dir_okay=False, path_type=Path))
 @data_options
-@_options(_smoothed_options(1000))
+@_options(_smoothed_options("the certify log's (LOG.meta.json), else the model's training sigma"))
 @click.option("--steps", type=int, default=10, show_default=True, help="PGD steps.")
 @click.option("--step-size", type=float, default=None,
               help="PGD step size [default: 2.5 x eps / steps, per input (eps = radius-scale x its radius)].")
@@ -154,8 +153,8 @@ def check_certificates_cmd(ctx: click.Context, model: Path, log: Path, dataset: 
 
     Each certified input (cA, R) is attacked with L2 PGD on the soft smoothed classifier within
     --radius-scale x R, then classified with PREDICT. A violation is a class other than cA and
-    abstain; a sound log has at most (cert-alpha + alpha) violations in expectation per input, and
-    the count is tested against that binomial. Exit 1 if the test is significant at --level.
+    abstain; under sound certificates each input is a violation with probability at most
+    cert-alpha + alpha, and the count is tested against that binomial. Exit 1 if the test is significant at --level.
     With --out, rows: idx label predict correct certified radius eps delta_norm violation time.
     """
     _run_check(ctx, model, log, dataset, data_root, split, sigma, num_noise_vec, n, alpha, steps, step_size,
@@ -179,7 +178,7 @@ def check_certificates_cmd(ctx: click.Context, model: Path, log: Path, dataset: 
 @click.option("--smoothed", is_flag=True,
               help="Attack the smoothed classifier: PGD on the soft smoothed classifier (mean softmax over "
                    "--num-noise-vec noisy copies, fresh noise each step), evaluated with PREDICT.")
-@_options(_smoothed_options(1000))
+@_options(_smoothed_options("the model's training sigma"))
 @click.option("--sanity", is_flag=True,
               help=f"Gradient-masking check: unbounded PGD, {SANITY_STEPS} steps of {SANITY_STEP_SIZE} in --norm; "
                    "accuracy should fall to about 0.")
