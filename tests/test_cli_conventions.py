@@ -112,3 +112,8 @@ def test_train_old_spellings_warn_and_mean_the_same(runner, tmp_path):
         r = runner.invoke(main, ["train", *args, *common])
         err = [line for line in r.output.splitlines() if line.startswith("Error")]
         assert r.exit_code == 2 and len(err) == 1 and needle in err[0], (args, r.output)
+
+
+def test_file_system_errors_are_one_line_usage_errors():
+    err = as_click_error(PermissionError(13, "Permission denied", "/ro/log.tsv"))
+    assert isinstance(err, click.UsageError) and err.message == "/ro/log.tsv: Permission denied"
