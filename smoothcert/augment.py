@@ -32,6 +32,7 @@ from scipy.special import betaincinv
 
 from .losses import soft_cross_entropy
 from .noise import add_gaussian_noise, get_noise, training_noise
+from .registry import Registry
 
 
 # -- labels --------------------------------------------------------------------------------------
@@ -203,7 +204,11 @@ def downsample(x: torch.Tensor, resolution: int) -> torch.Tensor:
 
 
 # -- chains --------------------------------------------------------------------------------------
-AUGMENTATIONS = ("gaussian", "crop-flip", "cutout", "cutmix", "mixup")
+# the chain's steps by name (each value is the step's function; ``Augmentation`` calls them)
+AUGMENTATIONS: Registry = Registry("augmentation", "augment")
+for _name, _fn in (("gaussian", gaussian), ("crop-flip", crop_flip), ("cutout", cutout), ("cutmix", cutmix),
+                   ("mixup", mixup)):
+    AUGMENTATIONS.add(_name, _fn)
 _VALUE = {"crop-flip": "padding (pixels)", "cutout": "size (pixels)", "cutmix": "alpha", "mixup": "alpha"}
 
 
@@ -232,8 +237,7 @@ class Augmentation:
         steps: list[tuple[str, float | None]] = []
         for part in ([] if spec.strip() == "none" else spec.replace(" ", "").split("+")):
             name, _, raw = part.partition(":")
-            if name not in AUGMENTATIONS:
-                raise ValueError(f"augment: unknown augmentation {name!r}; choose from {', '.join(AUGMENTATIONS)}")
+            AUGMENTATIONS.get(name)  # ArgumentError("augment") listing the choices if unknown
             value: float | None = None
             if raw:
                 if name == "gaussian":

@@ -33,11 +33,11 @@ def test_certify_records_noise_norm_and_bound(digits_run, runner, tmp_path, args
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--noise", "cauchy"], "noise must be one of gaussian, laplace, uniform"),
-    (["--norm", "l3"], "norm must be one of l1, l2, linf"),
-    (["--noise", "laplace", "--norm", "l2"], "norm l2 cannot be certified with laplace noise"),
-    (["--noise", "uniform", "--norm", "l2"], "norm l2 cannot be certified with uniform noise"),
-    (["--bound", "sideways"], "bound must be one of one-sided, two-sided"),
+    (["--noise", "cauchy"], "--noise: must be one of gaussian, laplace, uniform"),
+    (["--norm", "l3"], "--norm: must be one of l1, l2, linf"),
+    (["--noise", "laplace", "--norm", "l2"], "--norm: l2 cannot be certified with laplace noise"),
+    (["--noise", "uniform", "--norm", "l2"], "--norm: l2 cannot be certified with uniform noise"),
+    (["--bound", "sideways"], "--bound: must be one of one-sided, two-sided"),
 ])
 def test_bad_noise_norm_bound_exit_2_with_one_line_before_any_work(digits_run, runner, tmp_path, args, needle):
     out = tmp_path / "c.tsv"
@@ -55,7 +55,7 @@ def test_predict_takes_noise(digits_run, runner, tmp_path):
     assert r.exit_code == 0, r.output
     assert meta_of(out)["predict"]["noise"] == "uniform"
     r = runner.invoke(main, ["predict", str(digits_run), "--out", str(out), "--N", "50", "--noise", "x"])
-    assert r.exit_code == 2 and "noise must be one of" in r.output
+    assert r.exit_code == 2 and "--noise: must be one of" in r.output
 
 
 def test_train_with_laplace_noise_is_certified_with_it_by_default(tmp_path, runner):
@@ -88,3 +88,38 @@ def test_train_bad_noise_exits_2(tmp_path, runner, args, needle):
 def test_old_configs_read_as_gaussian():
     assert config_noise({"method_params": {"sigma": 0.25}}) == "gaussian"
     assert config_noise({}) == "gaussian"
+
+
+def test_the_epoch_test_accuracy_draws_the_runs_noise(tmp_path, monkeypatch):
+    """train() passes the run's noise (config_noise) to Trainer.fit, whose evaluate draws it."""
+    import smoothcert.trainer
+    from smoothcert.train import train
+
+    seen = []
+    real = smoothcert.trainer.add_noise
+
+    def spy(x, sigma, noise="gaussian", generator=None):
+        seen.append(noise)
+        return real(x, sigma, noise, generator)
+
+    monkeypatch.setattr(smoothcert.trainer, "add_noise", spy)
+    train(tmp_path / "lap", dataset="synthetic", method="gauss", method_params={"sigma": 0.25, "noise": "laplace"},
+          epochs=1, batch_size=32, max_train_samples=64, max_test_samples=32, quiet=True)
+    assert seen and set(seen) == {"laplace"}
+
+
+def test_resume_with_another_noise_or_norm_is_refused(digits_run, runner, tmp_path):
+    out = tmp_path / "c.tsv"
+    base = ["certify", str(digits_run), "--out", str(out), "--N0", "10", "--N", "100", "--batch", "64", "--seed", "3",
+            "--quiet"]
+    assert runner.invoke(main, [*base, "--max", "2"]).exit_code == 0
+    assert meta_of(out)["certify"]["norm"] == "l2"  # the default norm, recorded as the norm certified
+    for args, flag in ((["--noise", "laplace"], "--noise"), (["--norm", "l1"], "--norm"),
+                       (["--bound", "two-sided"], "--bound")):
+        r = runner.invoke(main, [*base, "--max", "3", *args])
+        err = [line for line in r.output.splitlines() if line.startswith("Error")]
+        assert r.exit_code == 2 and len(err) == 1 and flag in err[0] and "other settings" in err[0], r.output
+        assert len(read_tsv(out)[1]) == 2
+    r = runner.invoke(main, [*base, "--max", "3", "--norm", "L2"])  # the same certificate, spelled out
+    assert r.exit_code == 0, r.output
+    assert len(read_tsv(out)[1]) == 3

