@@ -293,7 +293,13 @@ def run_logged(dataset: Any, out: str | os.PathLike, columns: Sequence[str], *, 
                 ys = torch.tensor([int(dataset[i][1]) for i in b], device=device)
                 gen = torch.Generator(device=device).manual_seed(derived_seed(seed, b[0]))
                 t0 = time.perf_counter()
-                tails = step(b, xs, ys, gen)
+                try:
+                    tails = step(b, xs, ys, gen)
+                except ArgumentError as e:  # a bad input: name it by its dataset index
+                    if getattr(e, "index", None) is None:
+                        raise
+                    raise ArgumentError("dataset", f"dataset: input idx {b[e.index]} has non-finite values "
+                                                   "(NaN or inf); no certificate is given for it") from None
                 dt = time.perf_counter() - t0
                 work += dt
                 for i, y, tail in zip(b, ys.tolist(), tails):

@@ -323,8 +323,13 @@ class Smooth:
         self, xs: torch.Tensor, num: int, batch_size: int, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """(B, num_classes) vote counts on the device for a batch ``xs`` (see ``sample_counts``)."""
+        return self._counts(self._as_batch(xs, "xs", single=False), num, batch_size, generator)
+
+    def _counts(
+        self, xs: torch.Tensor, num: int, batch_size: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """``sample_counts`` for a batch already checked by ``_as_batch`` (no second host sync)."""
         batch_size = check_int("batch_size", batch_size, 1)
-        xs = self._as_batch(xs, "xs", single=False)
         try:
             block, chunk = self._chunk(xs, num, batch_size)
             return sample_counts(
@@ -363,8 +368,11 @@ class Smooth:
         x = x.to(device=self.device, dtype=self.dtype)
         bad = ~torch.isfinite(x.flatten(1)).all(1)
         if bool(bad.any()):
-            where = "" if single else f"[{int(bad.nonzero()[0, 0])}]"
-            raise ArgumentError(name, f"{name}{where} has non-finite values (NaN or inf) in {self.dtype}")
+            index = int(bad.nonzero()[0, 0])
+            where = "" if single else f"[{index}]"
+            error = ArgumentError(name, f"{name}{where} has non-finite values (NaN or inf) in {self.dtype}")
+            error.index = None if single else index  # the dataset runner maps it to the dataset's idx
+            raise error
         return x
 
     def check_options(self, norm: str | None = None, bound: str = "one-sided", dim: int | None = None
@@ -417,9 +425,9 @@ class Smooth:
         xs = self._as_batch(xs, "xs", single=False)
         dim = int(xs[0].numel())
         norm, bound = self.check_options(norm, bound, dim)
-        counts_selection = self.sample_counts(xs, n0, batch_size, generator)
+        counts_selection = self._counts(xs, n0, batch_size, generator)
         cA = counts_selection.argmax(1)
-        counts_estimation = self.sample_counts(xs, n, batch_size, generator)
+        counts_estimation = self._counts(xs, n, batch_size, generator)
         nA = counts_estimation.gather(1, cA[:, None]).squeeze(1)
         nB = counts_estimation.scatter(1, cA[:, None], -1).max(1).values  # runner-up: any class but cA
         cA_np, nA_np, nB_np = torch.stack([cA, nA, nB]).cpu().numpy()  # the one host sync
@@ -460,7 +468,7 @@ class Smooth:
         n = check_int("n", n, 1)
         alpha = check_alpha(alpha)
         xs = self._as_batch(xs, "xs", single=False)
-        counts = self.sample_counts(xs, n, batch_size, generator)
+        counts = self._counts(xs, n, batch_size, generator)
         top2 = counts.topk(2, dim=1)
         nA, nB, cA = torch.stack([top2.values[:, 0], top2.values[:, 1], top2.indices[:, 0]]).cpu().numpy()
         pvalue = np.array([abstain_test_pvalue(a, b) for a, b in zip(nA, nB)])

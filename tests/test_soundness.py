@@ -40,6 +40,26 @@ def test_non_finite_inputs_are_refused_naming_the_input(bad):
         s.sample_counts(xs, 100, 50)
 
 
+@pytest.mark.parametrize("pack", [1, 3])
+def test_a_dataset_with_a_nan_input_stops_naming_its_dataset_idx(tmp_path, pack):
+    """certify_dataset stops at the bad input with its dataset index (not its place in the pack),
+    and the rows logged before it stay: nothing is certified for the NaN input."""
+    from smoothcert.certification import certify_dataset
+    from smoothcert.data import TensorImageDataset
+    from smoothcert.logs import read_tsv
+
+    x = torch.rand(8, 1, 2, 2)
+    x[4, 0, 1, 1] = float("nan")
+    ds = TensorImageDataset(x, torch.zeros(8, dtype=torch.long), name="t", num_classes=3, mean=(0.0,), std=(1.0,),
+                            default_arch="x")
+    out = tmp_path / "c.tsv"
+    with pytest.raises(ArgumentError, match=r"^dataset: input idx 4 has non-finite") as e:
+        certify_dataset(Smooth(linear(), 3, 0.25), ds, out, 10, 50, 0.01, 50, seed=0, pack=pack)
+    assert e.value.arg == "dataset"
+    logged = [int(r[0]) for r in read_tsv(out)[1]]
+    assert 4 not in logged and logged == list(range(len(logged))) and len(logged) >= (4 // pack) * pack
+
+
 def test_all_nan_input_of_the_issue_gets_no_certificate():
     s = Smooth(linear(10, 64), 10, 0.25, seed=0)
     with pytest.raises(ValueError, match="non-finite"):
