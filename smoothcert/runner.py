@@ -119,6 +119,11 @@ def _difference(name: str, old: Any, new: Any) -> tuple[str, Any, Any] | None:
     return None if old == new else (name, old, new)
 
 
+# Settings the first release did not record, with the only value it could have used: a resume of
+# such a log with another noise, norm or bound is refused like any other change of settings.
+LEGACY_DEFAULTS: dict[str, Any] = {"noise": "gaussian", "norm": "l2", "bound": "one-sided"}
+
+
 def check_resume(out: Path, old: dict[str, Any], key: str, settings: dict[str, Any], identity: dict[str, Any],
                  seed: int | None, names: dict[str, str] | None = None) -> int | None:
     """ArgumentError naming the first setting (or dataset/split, or seed) that differs from the
@@ -130,6 +135,7 @@ def check_resume(out: Path, old: dict[str, Any], key: str, settings: dict[str, A
     if recorded is None:
         raise ArgumentError("out", f"out: {str(out)!r} holds rows but its metadata records no {key} settings "
                                    "(another kind of log?); choose another file")
+    recorded = {**LEGACY_DEFAULTS, **recorded}  # first-release logs: Gaussian noise, L2, one-sided
     pairs = [(k, recorded, settings) for k in settings] + [(k, old, identity) for k in identity]
     for k, old_side, new_side in pairs:
         diff = _difference(k, old_side[k], new_side[k]) if k in old_side else None
