@@ -106,9 +106,11 @@ def gaussian(x: torch.Tensor, sigma: float, generator: torch.Generator | None = 
     return add_gaussian_noise(x, sigma, generator)
 
 
-def crop_flip(x: torch.Tensor, padding: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def crop_flip(x: torch.Tensor, padding: int, generator: torch.Generator | None = None,
+              flip: bool = True) -> torch.Tensor:
     """Per image: a random H x W crop of the image zero-padded by ``padding`` on each side (offsets
-    uniform in 0..2*padding), then a horizontal flip with probability 1/2."""
+    uniform in 0..2*padding), then (with ``flip``) a horizontal flip with probability 1/2.
+    ``flip=False`` is a random translation by up to ``padding`` pixels (digits, text)."""
     _check_images(x)
     if isinstance(padding, bool) or int(padding) != padding or padding < 0:
         raise ValueError(f"padding must be an integer >= 0, got {padding!r}")
@@ -116,7 +118,7 @@ def crop_flip(x: torch.Tensor, padding: int, generator: torch.Generator | None =
     p = int(padding)
     oy = torch.randint(0, 2 * p + 1, (B,), generator=generator)
     ox = torch.randint(0, 2 * p + 1, (B,), generator=generator)
-    flip = torch.rand(B, generator=generator) < 0.5
+    flip = torch.rand(B, generator=generator) < 0.5 if flip else torch.zeros(B, dtype=torch.bool)
     dev = x.device
     rows = (oy[:, None] + torch.arange(H)).to(dev)
     cols = ox[:, None] + torch.arange(W)
@@ -203,8 +205,8 @@ def downsample(x: torch.Tensor, resolution: int) -> torch.Tensor:
 
 
 # -- chains --------------------------------------------------------------------------------------
-AUGMENTATIONS = ("gaussian", "crop-flip", "cutout", "cutmix", "mixup")
-_VALUE = {"crop-flip": "padding (pixels)", "cutout": "size (pixels)", "cutmix": "alpha", "mixup": "alpha"}
+AUGMENTATIONS = ("gaussian", "crop-flip", "crop", "cutout", "cutmix", "mixup")
+_VALUE = {"crop-flip": "padding (pixels)", "crop": "padding (pixels)", "cutout": "size (pixels)", "cutmix": "alpha", "mixup": "alpha"}
 
 
 class Augmentation:
@@ -239,9 +241,9 @@ class Augmentation:
                     value = float(raw)
                 except ValueError:
                     raise ValueError(f"augment: {name}'s {_VALUE[name]} must be a number, got {raw!r}") from None
-                if name in ("crop-flip", "cutout") and (value != int(value) or value < (0 if name == "crop-flip" else 1)):
+                if name in ("crop-flip", "crop", "cutout") and (value != int(value) or value < (0 if name != "cutout" else 1)):
                     raise ValueError(f"augment: {name}'s {_VALUE[name]} must be an integer >= "
-                                     f"{0 if name == 'crop-flip' else 1}, got {raw!r}")
+                                     f"{0 if name != 'cutout' else 1}, got {raw!r}")
                 if name in ("cutmix", "mixup") and not value > 0:
                     raise ValueError(f"augment: {name}'s alpha must be > 0, got {raw!r}")
             steps.append((name, value))
@@ -268,8 +270,8 @@ class Augmentation:
         for name, value in self.steps:
             if name == "gaussian":
                 x = gaussian(x, self.sigma)
-            elif name == "crop-flip":
-                x = crop_flip(x, int(value) if value is not None else max(1, side // 8))
+            elif name in ("crop-flip", "crop"):
+                x = crop_flip(x, int(value) if value is not None else max(1, side // 8), flip=name == "crop-flip")
             elif name == "cutout":
                 x = cutout(x, int(value) if value is not None else max(1, side // 2))
             elif name == "cutmix":
