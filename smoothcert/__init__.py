@@ -9,6 +9,7 @@ Public API: ``Smooth`` (CERTIFY/PREDICT of Cohen et al., 2019) and its sampler, 
 from .certification import Selection, certify_dataset, predict_dataset
 from .data import get_dataset, list_datasets
 from .methods import create_method, list_methods
+from .methods.maxup import maxup_loss
 from .models import create_model, list_models
 from .noise import GaussianNoise
 from .runs import load_model, load_model_and_dataset
@@ -18,4 +19,4 @@ __version__ = "0.1.0"
 
 __all__ = ["ABSTAIN", "GaussianNoise", "Selection", "Smooth", "certify_dataset", "create_method", "create_model",
            "get_dataset", "list_datasets", "list_methods", "list_models", "load_model", "load_model_and_dataset",
-           "predict_dataset", "sample_counts", "__version__"]
+           "maxup_loss", "predict_dataset", "sample_counts", "__version__"]
