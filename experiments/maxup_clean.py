@@ -16,7 +16,9 @@ Protocol (the same for every run; issue 16):
   ``os.getloadavg()``.
 
 Each run writes ``<out>/<aug>_m<m>_seed<seed>.json``; a rerun skips the runs already written
-(resumable); ``--table`` prints the markdown table from whatever is there.
+(resumable). Several processes may work through the list at once: a run in progress holds
+``<name>.lock`` (with its pid; a lock whose process is gone is taken over). ``--table`` prints the
+markdown table from whatever is there.
 
 Usage: python experiments/maxup_clean.py [--data-root /work/shared/data] [--epochs 40] [--threads 1]
 """
@@ -89,6 +91,24 @@ def train_one(augment: str, m: int, seed: int, x: torch.Tensor, y: torch.Tensor,
             "wall_s_per_epoch": statistics.median(wall_s), "final_train_loss": last_loss}
 
 
+def claim(lock: Path) -> bool:
+    """Take the lock file of a run (False if a live process holds it)."""
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                os.kill(int(lock.read_text() or 0), 0)
+                return False  # held by a live process
+            except (ProcessLookupError, ValueError):
+                lock.unlink(missing_ok=True)  # stale
+                continue
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        return True
+    return False
+
+
 def table(out: Path, m: int) -> str:
     """Markdown table: per (augmentation, m) the mean and sample std of test accuracy over seeds, and
     the median CPU seconds per epoch."""
@@ -136,6 +156,9 @@ def main() -> None:
             if json.loads(path.read_text())["settings"] != settings:
                 raise SystemExit(f"{path} was written with other settings; use another --out")
             continue
+        lock = path.with_suffix(".lock")
+        if not claim(lock):
+            continue
         t0 = time.perf_counter()
         res = train_one(augment, m, seed, x, y, args)
         acc = accuracy(res.pop("model"), test_set.x, test_set.y)
@@ -143,9 +166,11 @@ def main() -> None:
                     "run_wall_s": time.perf_counter() - t0, "loadavg": os.getloadavg(),
                     "torch": torch.__version__})
         atomic_write_json(res, path)
+        lock.unlink(missing_ok=True)
         print(f"{path.stem}: test acc {100 * acc:.2f}%  cpu {res['cpu_s_per_epoch']:.2f} s/epoch  "
               f"({res['run_wall_s']:.0f} s, load {os.getloadavg()[0]:.1f})", flush=True)
-    print(table(out, args.m))
+    if all((out / f"{run_name(*r)}.json").is_file() for r in runs(args.m)):
+        print(table(out, args.m))
 
 
 if __name__ == "__main__":
