@@ -230,7 +230,8 @@ _FACTORIES: dict[str, Callable[..., AugmentFn]] = {}
 _VALUE: dict[str, str] = {}  # name -> the factory's argument that a chain spec's ``:value`` sets
 
 
-def register_augmentation(name: str, value: str | None = None) -> Callable[[Callable[..., AugmentFn]], Callable[..., AugmentFn]]:
+def register_augmentation(name: str, value: str | None = None
+                          ) -> Callable[[Callable[..., AugmentFn]], Callable[..., AugmentFn]]:
     """Register ``factory(**kw) -> augment`` under ``name``; ``value``: the keyword a chain spec's
     ``name:value`` sets."""
     def deco(factory: Callable[..., AugmentFn]) -> Callable[..., AugmentFn]:
@@ -255,7 +256,8 @@ def get_augmentation(name: str, **kw: Any) -> AugmentFn:
     in, ``LabelMix`` out) and a mixed (B, K) tensor for (B, K) soft labels. ArgumentError for an
     unknown name or a bad parameter."""
     if name not in _FACTORIES:
-        raise ArgumentError("augment", f"augment: unknown augmentation {name!r}; choose from {', '.join(list_augmentations())}")
+        raise ArgumentError("augment", f"augment: unknown augmentation {name!r}; choose from "
+                                       f"{', '.join(list_augmentations())}")
     try:
         return _FACTORIES[name](**kw)
     except TypeError as e:  # unknown keyword
@@ -385,7 +387,8 @@ class Augmentation:
                 try:
                     value = float(raw)
                 except ValueError:
-                    raise ArgumentError("augment", f"augment: {name}'s {_VALUE[name]} must be a number, got {raw!r}") from None
+                    raise ArgumentError("augment", f"augment: {name}'s {_VALUE[name]} must be a number, "
+                                                   f"got {raw!r}") from None
             steps.append((name, value))
         has_noise = any(n == "gaussian" for n, _ in steps)
         if has_noise and self.sigma == 0:

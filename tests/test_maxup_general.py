@@ -418,7 +418,8 @@ def _not_a_pair(x, y):
     (_nan_copy, 1, None, "augment", "augment returned non-finite values"),
     (_inf_soft_labels, 2, None, "augment", "augment returned non-finite values"),
     (_not_a_pair, 2, None, "augment", "augment must return a pair"),
-    (rotate_scale_jitter, 2, lambda logits, y: F.cross_entropy(logits, y), "loss_fn", "loss_fn must return one loss per input"),
+    (rotate_scale_jitter, 2, lambda logits, y: F.cross_entropy(logits, y), "loss_fn",
+     "loss_fn must return one loss per input"),
 ])
 def test_bad_input_is_an_argument_error_naming_it(augment, m, loss_fn, arg, message):
     model, x, y, _ = make("pointnet-rotate-scale-jitter")

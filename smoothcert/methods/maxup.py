@@ -68,17 +68,15 @@ def _forward(model: nn.Module, x: Batch) -> torch.Tensor:
     return model(*x) if isinstance(x, (tuple, list)) else model(x)
 
 
-def _batch_size(x: Any, what: str) -> int:
-    """The common first dimension of a tensor or a tuple of tensors."""
+def _batch_size(x: Any, arg: str, what: str) -> int:
+    """The common first dimension of a tensor or a tuple of tensors; ArgumentError(arg) otherwise."""
     parts = list(x) if isinstance(x, (tuple, list)) else [x]
     if not parts or not all(isinstance(t, torch.Tensor) and t.dim() >= 1 for t in parts):
-        raise ArgumentError("augment" if what != "x" else "x",
-                            f"{'augment returned ' if what != 'x' else ''}{what} must be a tensor or a tuple of tensors "
-                            f"with a batch dimension, got {type(x).__name__}")
+        raise ArgumentError(arg, f"{what} must be a tensor or a tuple of tensors with a batch dimension, "
+                                 f"got {type(x).__name__}")
     sizes = {t.shape[0] for t in parts}
     if len(sizes) != 1:
-        raise ArgumentError("x" if what == "x" else "augment", f"{'augment returned ' if what != 'x' else ''}{what} "
-                                                               f"with different batch sizes {sorted(sizes)}")
+        raise ArgumentError(arg, f"{what} holds tensors of different batch sizes {sorted(sizes)}")
     return sizes.pop()
 
 
@@ -93,8 +91,8 @@ def _where(better: torch.Tensor, new: Any, old: Any) -> Any:
     """Per input: ``new`` where ``better`` (B,), else ``old`` (tensors, tuples of them, LabelMix)."""
     if isinstance(new, LabelMix) and isinstance(old, LabelMix):
         if new.labels.shape != old.labels.shape:
-            raise ArgumentError("augment", f"augment returned labels mixing {new.labels.shape[0]} and then "
-                                           f"{old.labels.shape[0]} classes per input; they must keep one shape")
+            raise ArgumentError("augment", f"augment returned LabelMix labels of {old.labels.shape[0]} and then "
+                                           f"{new.labels.shape[0]} components; every call must return one shape")
         return new.where(better, old)
     if isinstance(new, (tuple, list)) and isinstance(old, (tuple, list)) and len(new) == len(old):
         return tuple(_where(better, a, b) for a, b in zip(new, old))
@@ -106,12 +104,14 @@ def _where(better: torch.Tensor, new: Any, old: Any) -> Any:
 
 def _check_copy(xa: Any, ya: Any, B: int) -> torch.Tensor | None:
     """Batch sizes of one augmented copy; returns its non-finite flag (checked later, in one sync)."""
-    nx = _batch_size(xa, "x_aug")
+    nx = _batch_size(xa, "augment", "augment's x_aug")
     if nx != B:
-        raise ArgumentError("augment", f"augment returned x_aug with batch size {nx}, expected {B} (one copy per input)")
-    ny = ya.labels.shape[1] if isinstance(ya, LabelMix) else _batch_size(ya, "y_aug")
+        raise ArgumentError("augment", f"augment returned x_aug with batch size {nx}, expected {B} "
+                                       f"(one copy per input)")
+    ny = ya.labels.shape[1] if isinstance(ya, LabelMix) else _batch_size(ya, "augment", "augment's y_aug")
     if ny != B:
-        raise ArgumentError("augment", f"augment returned y_aug with batch size {ny}, expected {B} (one label per input)")
+        raise ArgumentError("augment", f"augment returned y_aug with batch size {ny}, expected {B} "
+                                       f"(one label per input)")
     flags = [f for f in (_nonfinite(xa), _nonfinite(ya)) if f is not None]
     return torch.stack(flags).any() if flags else None
 
@@ -119,8 +119,8 @@ def _check_copy(xa: Any, ya: Any, B: int) -> torch.Tensor | None:
 def _per_sample(loss_fn: LossFn, logits: torch.Tensor, ya: Any, B: int) -> torch.Tensor:
     loss = loss_fn(logits, ya)
     if not isinstance(loss, torch.Tensor) or tuple(loss.shape) != (B,):
-        raise ArgumentError("loss_fn", f"loss_fn must return one loss per input, shape ({B},), got "
-                                       f"{tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__}")
+        got = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise ArgumentError("loss_fn", f"loss_fn must return one loss per input, shape ({B},), got {got}")
     return loss
 
 
@@ -152,7 +152,7 @@ def maxup_select(model: nn.Module, x: Batch, y: Any, augment: AugmentFn, m: int,
     if not callable(augment):
         raise ArgumentError("augment", f"augment must be a callable augment(x, y) -> (x_aug, y_aug), got {augment!r}")
     loss_fn = per_sample_cross_entropy if loss_fn is None else loss_fn
-    B = _batch_size(x, "x")
+    B = _batch_size(x, "x", "x")
     forward = (lambda xa: _forward(model, xa)) if select_forward is None else select_forward
     best_x, best_y, bad = _augment_once(augment, x, y, B)
     if m > 1:
@@ -217,7 +217,7 @@ def maxup_loss(model: nn.Module, x: Batch, y: Any, augment: AugmentFn, m: int,
     """
     x_sel, y_sel = maxup_select(unwrap(model), x, y, augment, m, loss_fn)
     return _per_sample(per_sample_cross_entropy if loss_fn is None else loss_fn, _forward(model, x_sel),
-                       y_sel, _batch_size(x_sel, "x_aug")).mean()
+                       y_sel, _batch_size(x_sel, "augment", "augment's x_aug")).mean()
 
 
 @register_method("maxup")
