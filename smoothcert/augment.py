@@ -36,6 +36,7 @@ from scipy.special import betaincinv
 
 from .losses import soft_cross_entropy
 from .noise import add_gaussian_noise
+from .registry import Registry
 from .validation import ArgumentError, check_sigma
 
 
@@ -226,18 +227,17 @@ def downsample(x: torch.Tensor, resolution: int) -> torch.Tensor:
 # -- the registry of ready-made augmentations -------------------------------------------------------
 AugmentFn = Callable[[Any, Any], tuple[Any, Any]]  # augment(x, y) -> (x_aug, y_aug), on a whole batch
 
-_FACTORIES: dict[str, Callable[..., AugmentFn]] = {}
+# name -> factory(**kw) -> augment; ``AUGMENTATIONS.get`` raises ArgumentError("augment") for unknown names
+AUGMENTATIONS: Registry[Callable[..., AugmentFn]] = Registry("augmentation", "augment")
 _VALUE: dict[str, str] = {}  # name -> the factory's argument that a chain spec's ``:value`` sets
 
 
 def register_augmentation(name: str, value: str | None = None
                           ) -> Callable[[Callable[..., AugmentFn]], Callable[..., AugmentFn]]:
-    """Register ``factory(**kw) -> augment`` under ``name``; ``value``: the keyword a chain spec's
-    ``name:value`` sets."""
+    """Register ``factory(**kw) -> augment`` in ``AUGMENTATIONS`` under ``name``; ``value``: the
+    keyword that a chain spec's ``name:value`` sets."""
     def deco(factory: Callable[..., AugmentFn]) -> Callable[..., AugmentFn]:
-        if name in _FACTORIES and _FACTORIES[name] is not factory:
-            raise ValueError(f"augmentation {name!r} registered twice")
-        _FACTORIES[name] = factory
+        AUGMENTATIONS.add(name, factory)
         if value is not None:
             _VALUE[name] = value
         return factory
@@ -246,7 +246,7 @@ def register_augmentation(name: str, value: str | None = None
 
 
 def list_augmentations() -> list[str]:
-    return sorted(_FACTORIES)
+    return AUGMENTATIONS.names()
 
 
 def get_augmentation(name: str, **kw: Any) -> AugmentFn:
@@ -255,11 +255,9 @@ def get_augmentation(name: str, **kw: Any) -> AugmentFn:
     augmentations that do not mix; mixing ones return ``LabelMix`` for hard labels (``LabelMix``
     in, ``LabelMix`` out) and a mixed (B, K) tensor for (B, K) soft labels. ArgumentError for an
     unknown name or a bad parameter."""
-    if name not in _FACTORIES:
-        raise ArgumentError("augment", f"augment: unknown augmentation {name!r}; choose from "
-                                       f"{', '.join(list_augmentations())}")
+    factory = AUGMENTATIONS.get(name)
     try:
-        return _FACTORIES[name](**kw)
+        return factory(**kw)
     except TypeError as e:  # unknown keyword
         raise ArgumentError("augment", f"augment: {name}: {e}") from None
 
@@ -375,9 +373,7 @@ class Augmentation:
         steps: list[tuple[str, float | None]] = []
         for part in ([] if spec.strip() == "none" else spec.replace(" ", "").split("+")):
             name, _, raw = part.partition(":")
-            if name not in _FACTORIES:
-                raise ArgumentError("augment", f"augment: unknown augmentation {name!r}; choose from "
-                                               f"{', '.join(list_augmentations())}")
+            AUGMENTATIONS.get(name)  # ArgumentError("augment") listing the choices if unknown
             value: float | None = None
             if raw:
                 if name == "gaussian":
@@ -421,6 +417,6 @@ class Augmentation:
         return f"Augmentation({self.spec!r}, sigma={self.sigma})"
 
 
-__all__ = ["AugmentFn", "Augmentation", "LabelMix", "crop_flip", "cutmix", "cutout", "downsample",
+__all__ = ["AUGMENTATIONS", "AugmentFn", "Augmentation", "LabelMix", "crop_flip", "cutmix", "cutout", "downsample",
            "gaussian", "get_augmentation", "list_augmentations", "mixup", "register_augmentation", "sample_beta",
            "with_gaussian"]

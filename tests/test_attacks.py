@@ -124,7 +124,6 @@ def test_soft_smoothed_is_mean_softmax_over_shared_input():
     out = SoftSmoothed(model, SIGMA, 5, noise=noise)(x)
     manual = torch.stack([F.softmax(model(x + noise[k]), 1) for k in range(5)]).mean(0).log()
     assert torch.allclose(out, manual, atol=1e-6)
-    assert torch.allclose(out.exp().sum(1), torch.ones(3), atol=1e-5)
     # fresh noise: reproducible with a generator, different across calls, through GaussianNoise
     a = SoftSmoothed(model, SIGMA, 5, generator=torch.Generator().manual_seed(3))
     b = SoftSmoothed(model, SIGMA, 5, generator=torch.Generator().manual_seed(3))
@@ -344,11 +343,17 @@ def test_cli_check_certificates(trained_run, runner, tmp_path):
         for i in range(10):
             f.write([i, int(ds.y[i]), int(pred[i]), round(float(radius[i]), 4), int(int(pred[i]) == ds.y[i]), 0.1])
     def check(certify_log: Path, out: str) -> "click.testing.Result":
-        return runner.invoke(main, ["attack", str(trained_run), "--check-certificates", str(certify_log), "--N", "300",
+        return runner.invoke(main, ["check-certificates", str(trained_run), str(certify_log), "--N", "300",
                                     "--seed", "0", "--quiet", "--out", str(tmp_path / out)])
 
     r = check(log, "ok.tsv")
     assert r.exit_code == 0 and "10 certificates checked" in r.output and " 0 violations" in r.output, r.output
+    assert len(read_tsv(tmp_path / "ok.tsv")[1]) == 10
+    # the first release's spelling still works for one release, with a deprecation warning
+    old = runner.invoke(main, ["attack", str(trained_run), "--check-certificates", str(log), "--N", "300", "--seed",
+                               "0", "--quiet", "--out", str(tmp_path / "old.tsv")])
+    assert old.exit_code == 0 and "deprecated" in old.output and "smoothcert check-certificates" in old.output
+    assert rows_without_time(tmp_path / "old.tsv") == rows_without_time(tmp_path / "ok.tsv")
     planted = tmp_path / "planted.tsv"  # every certificate claims radius 3 (the 8x8 cube's diagonal is 8)
     with TSVLog(planted, CERTIFY_COLUMNS) as f:
         for row in read_tsv(log)[1]:
@@ -377,6 +382,32 @@ def test_cli_errors_exit_2_one_line(trained_run, runner, tmp_path, args, needle)
     err = [l for l in r.output.splitlines() if l.startswith("Error")]
     assert len(err) == 1 and needle in err[0], r.output
     assert "Traceback" not in r.output
+
+
+def test_cli_attack_without_out_prints_the_summary_only(trained_run, runner, tmp_path, monkeypatch):
+    here = tmp_path / "cwd"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    args = ["attack", str(trained_run), "--max", "8", "--quiet"]
+    r = runner.invoke(main, args)
+    assert r.exit_code == 0 and "8 inputs" in r.output and "robust accuracy" in r.output, r.output
+    assert list(here.iterdir()) == []  # nothing written
+    logged = runner.invoke(main, [*args, "--out", "a.tsv"])
+    assert logged.output == r.output and len(read_tsv(here / "a.tsv")[1]) == 8  # the same numbers
+
+
+def test_cli_check_certificates_errors(trained_run, runner, tmp_path):
+    log = tmp_path / "cert.tsv"
+    with TSVLog(log, CERTIFY_COLUMNS) as f:
+        f.write([0, 0, 0, 0.5, 1, 0.1])
+    for args, needle in ((["--radius-scale", "1.5"], "--radius-scale"), (["--cert-alpha", "0"], "--cert-alpha"),
+                         (["--level", "1"], "--level"), (["--N", "0"], "--N"), (["--alpha", "2"], "--alpha"),
+                         (["--out", str(tmp_path)], "--out")):
+        r = runner.invoke(main, ["check-certificates", str(trained_run), str(log), *args])
+        err = [l for l in r.output.splitlines() if l.startswith("Error")]
+        assert r.exit_code == 2 and len(err) == 1 and needle in err[0], (args, r.output)
+    r = runner.invoke(main, ["attack", str(trained_run), "--level", "0.1"])
+    assert r.exit_code == 2 and "--level does not apply" in r.output
 
 
 def test_cli_source_for_another_dataset_exits_2(trained_run, runner, tmp_path):

@@ -15,6 +15,9 @@ from typing import Callable
 import torch
 from torch.utils.data import Dataset
 
+from ..registry import Registry
+from ..validation import ArgumentError
+
 SPLITS = ("train", "test")
 
 
@@ -22,6 +25,7 @@ class ImageDataset(Dataset):
     """Base class: subclasses set the metadata below and implement __len__/__getitem__."""
 
     name: str = ""
+    split: str | None = None  # "train"/"test" when loaded by get_dataset
     num_classes: int = 0
     input_shape: tuple[int, int, int] = (0, 0, 0)
     mean: tuple[float, ...] = ()
@@ -57,34 +61,36 @@ class DatasetEntry:
     help: str
 
 
-_REGISTRY: dict[str, DatasetEntry] = {}
+DATASETS: Registry[DatasetEntry] = Registry("dataset", "dataset")
 
 
 def register_dataset(name: str, needs_root: bool, help: str) -> Callable[[Callable[..., ImageDataset]], Callable[..., ImageDataset]]:
+    """Decorator: register a loader ``fn(split, root, download) -> ImageDataset`` under ``name``."""
+
     def deco(fn: Callable[..., ImageDataset]) -> Callable[..., ImageDataset]:
-        _REGISTRY[name] = DatasetEntry(fn, needs_root, help)
+        DATASETS.add(name, DatasetEntry(fn, needs_root, help))
         return fn
 
     return deco
 
 
 def list_datasets() -> list[str]:
-    return sorted(_REGISTRY)
+    return DATASETS.names()
 
 
 def get_dataset(name: str, split: str = "test", root: str | None = None, download: bool = False) -> ImageDataset:
     """Load dataset ``name`` (``split`` in {train, test}); ValueError with a one-line reason if
     the name is unknown or the files are missing (saying which files to put where)."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(list_datasets())}")
+    entry = DATASETS.get(name)
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    entry = _REGISTRY[name]
+        raise ArgumentError("split", f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if entry.needs_root and root is None:
-        raise ValueError(f"dataset {name!r} needs --data-root: {entry.help}")
-    return entry.loader(split=split, root=root, download=download)
+        raise ArgumentError("data_root", f"data_root: dataset {name!r} needs a data root: {entry.help}")
+    ds = entry.loader(split=split, root=root, download=download)
+    ds.split = split  # recorded in certify logs' metadata
+    return ds
 
 
 from . import files, sklearn_digits, synthetic  # noqa: E402,F401  (register loaders)
 
-__all__ = ["ImageDataset", "TensorImageDataset", "get_dataset", "list_datasets", "register_dataset"]
+__all__ = ["DATASETS", "DatasetEntry", "ImageDataset", "TensorImageDataset", "get_dataset", "list_datasets", "register_dataset"]

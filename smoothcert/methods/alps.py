@@ -28,7 +28,7 @@ from torch import nn
 from ..augment import sample_beta
 from ..losses import soft_cross_entropy
 from ..noise import add_gaussian_noise
-from ..validation import check_sigma
+from ..validation import ArgumentError, check_sigma
 from . import register_method
 from .base import Method
 
@@ -50,9 +50,9 @@ class ALPS(Method):
         self.sigma = check_sigma(sigma)
         for name, v in (("alps_alpha", alps_alpha), ("alps_beta", alps_beta)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v > 0) or not math.isfinite(v):
-                raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+                raise ArgumentError(name, f"{name} must be a finite number > 0, got {v!r}")
         if isinstance(alps_eps, bool) or not isinstance(alps_eps, (int, float)) or not (0 < alps_eps <= 1):
-            raise ValueError(f"alps_eps must be in (0, 1], got {alps_eps!r}")
+            raise ArgumentError("alps_eps", f"alps_eps must be in (0, 1], got {alps_eps!r}")
         self.alps_alpha, self.alps_beta, self.alps_eps = float(alps_alpha), float(alps_beta), float(alps_eps)
 
     def perturb(self, x: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ from torch import nn
 
 from ..attacks import PGD, SoftSmoothed
 from ..noise import GaussianNoise
-from ..validation import check_int, check_sigma
+from ..validation import ArgumentError, check_int, check_sigma
 from . import register_method
 from .base import Method
 from .common import unwrap
@@ -41,7 +41,7 @@ class SmoothAdv(Method):
         super().__init__()
         self.sigma = check_sigma(sigma, positive=True)
         if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not (0 < epsilon <= 1):
-            raise ValueError(f"epsilon must be an L2 radius in (0, 1] (pixel units), got {epsilon!r}")
+            raise ArgumentError("epsilon", f"epsilon must be an L2 radius in (0, 1] (pixel units), got {epsilon!r}")
         self.epsilon = float(epsilon)
         self.num_steps = check_int("num_steps", num_steps, 1)
         self.num_noise_vec = check_int("num_noise_vec", num_noise_vec, 1)
