@@ -14,6 +14,7 @@ from .augment import AUGMENTATIONS  # noqa: E402
 from .certification import certify_dataset, predict_dataset  # noqa: E402
 from .data import DATASETS, get_dataset, list_datasets  # noqa: E402
 from .methods import METHODS, create_method, list_methods  # noqa: E402
+from .methods.maxup import maxup_loss  # noqa: E402
 from .models import MODELS, create_model, list_models  # noqa: E402
 from .noise import NOISES, GaussianNoise, LaplaceNoise, Noise, UniformNoise, get_noise  # noqa: E402
 from .registry import Registry  # noqa: E402
@@ -27,5 +28,5 @@ from .validation import ArgumentError  # noqa: E402
 __all__ = ["ABSTAIN", "AUGMENTATIONS", "ArgumentError", "DATASETS", "GaussianNoise", "LaplaceNoise", "METHODS",
            "MODELS", "NOISES", "Noise", "Registry", "RunDir", "RunReport", "Selection", "Smooth", "UniformNoise",
            "certify_dataset", "create_method", "create_model", "get_dataset", "get_noise", "list_datasets",
-           "list_methods", "list_models", "load_model", "load_model_and_dataset", "predict_dataset",
+           "list_methods", "list_models", "load_model", "load_model_and_dataset", "maxup_loss", "predict_dataset",
            "sample_counts", "train", "__version__"]
