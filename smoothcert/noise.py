@@ -36,6 +36,10 @@ class GaussianNoise:
         """Certified L2 radius for a lower bound ``p_lower`` > 1/2 on pA."""
         return self.sigma * float(norm.ppf(p_lower))
 
+    def p_lower_needed(self, radius: float) -> float:
+        """Smallest lower bound on pA that certifies ``radius``: Phi(radius / sigma)."""
+        return float(norm.cdf(float(radius) / self.sigma))
+
     def __repr__(self) -> str:
         return f"GaussianNoise(sigma={self.sigma})"
 
