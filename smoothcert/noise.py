@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from scipy.stats import norm
 
@@ -32,9 +33,12 @@ class GaussianNoise:
         """x + noise, a new tensor of x's shape, device and dtype (differentiable in x)."""
         return x + self.sample_(torch.empty_like(x), generator)
 
-    def radius(self, p_lower: float) -> float:
-        """Certified L2 radius for a lower bound ``p_lower`` > 1/2 on pA."""
-        return self.sigma * float(norm.ppf(p_lower))
+    def radius(self, p_lower: float | np.ndarray) -> float | np.ndarray:
+        """Certified L2 radius sigma * Phi^-1(p_lower) for a lower bound ``p_lower`` on pA
+        (vectorised); 0.0 where p_lower <= 1/2 (no certificate)."""
+        p = np.asarray(p_lower, dtype=np.float64)
+        r = np.where(p > 0.5, self.sigma * norm.ppf(np.maximum(p, 0.5)), 0.0)
+        return float(r) if r.ndim == 0 else r
 
     def p_lower_needed(self, radius: float) -> float:
         """Smallest lower bound on pA that certifies ``radius``: Phi(radius / sigma)."""

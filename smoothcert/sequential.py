@@ -169,11 +169,7 @@ class StoppingRule:
 
     def _radius(self, p_lower: np.ndarray) -> np.ndarray:
         """noise.radius(p_lower) where p_lower >= 1/2, -inf (no certificate) elsewhere."""
-        out = np.full(p_lower.shape, -np.inf)
-        for i, p in enumerate(p_lower):
-            if p >= 0.5:
-                out[i] = float(self.noise.radius(float(p)))
-        return out
+        return np.where(p_lower >= 0.5, np.asarray(self.noise.radius(p_lower), dtype=np.float64), -np.inf)
 
     def reach(self, nA: np.ndarray, k: int) -> np.ndarray:
         """The lower bound at n_max if the remaining samples voted for cA at rate U_k."""

@@ -1,0 +1,224 @@
+"""Sequential certification: the confidence sequence's coverage under optional stopping, and the
+soundness of ``Smooth.certify_sequential`` on a linear classifier whose smoothed probabilities are
+known in closed form (f(x) = [x_1 > b] under N(0, sigma^2 I): pA = Phi((x_1 - b) / sigma), and the
+smoothed classifier's true robust radius is the distance |x_1 - b| to the hyperplane).
+
+alpha is large (0.1) so that violations are frequent enough to be seen; every rate is checked
+against alpha plus three Monte Carlo standard errors.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import norm
+
+from smoothcert.noise import GaussianNoise
+from smoothcert.sequential import ConfidenceSequence, StoppingRule, alpha_spending, look_schedule
+from smoothcert.smoothing import ABSTAIN, Smooth
+from smoothcert.validation import ArgumentError
+
+ALPHA = 0.1
+N_MAX = 2000
+
+
+def mc_limit(alpha: float, trials: int) -> float:
+    return alpha + 3 * math.sqrt(alpha * (1 - alpha) / trials)
+
+
+def simulate(rule: StoppingRule, p: float, trials: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Run ``rule`` on ``trials`` Bernoulli(p) streams (numpy, binomial increments between looks):
+    (radius at stop, -inf for abstain; samples used)."""
+    rng = np.random.default_rng(seed)
+    nA = np.zeros(trials, dtype=np.int64)
+    radius = np.full(trials, -np.inf)
+    used = np.zeros(trials, dtype=np.int64)
+    running = np.arange(trials)
+    prev = 0
+    for k, n_k in enumerate(rule.cs.looks):
+        nA[running] += rng.binomial(int(n_k) - prev, p, size=running.size)
+        prev = int(n_k)
+        used[running] = prev
+        stop, radius[running] = rule.step(nA[running], k)
+        running = running[~stop]
+        if running.size == 0:
+            break
+    return radius, used
+
+
+# -- the confidence sequence -------------------------------------------------------------------
+def test_schedule_and_spending():
+    looks = look_schedule(100_000)
+    assert looks[-1] == 100_000 and np.all(np.diff(looks) > 0) and looks[0] == 64
+    alphas = alpha_spending(looks, 0.001)
+    assert alphas.sum() == pytest.approx(0.001) and alphas[-1] == pytest.approx(0.0005)
+    assert np.all(np.diff(alphas[:-1]) > 0)  # spent mostly late
+    assert look_schedule(1).tolist() == [1] and alpha_spending(look_schedule(1), 0.01).tolist() == [0.01]
+
+
+@pytest.mark.parametrize("p", [0.5, norm.cdf(0.5), 0.97, 0.999])
+def test_confidence_sequence_covers_simultaneously(p):
+    """P(p < L_k for SOME look k) <= alpha: the event that any optional-stopping rule (in
+    particular "stop as soon as the lower bound passes p", the worst one) could exploit.
+    p = Phi(0.5) is exactly the threshold of grid radius 0.5 sigma."""
+    cs = ConfidenceSequence.create(N_MAX, ALPHA)
+    trials = 6000
+    rng = np.random.default_rng(1)
+    increments = np.diff(np.concatenate([[0], cs.looks]))
+    counts = np.cumsum(rng.binomial(increments[None, :], p, size=(trials, len(increments))), axis=1)
+    violated = np.zeros(trials, dtype=bool)
+    for k in range(len(cs.looks)):
+        violated |= cs.lower(counts[:, k], k) > p
+    assert violated.mean() <= mc_limit(ALPHA, trials)
+
+
+@pytest.mark.parametrize("r_over_sigma", [0.0, 0.5, 1.5])
+def test_stopping_rule_false_certificates_at_threshold(r_over_sigma):
+    """The hard case: pA a hair below the level that certifies grid radius r, so that any
+    certificate of r (or more) is false. The rule keeps looking while r stays reachable."""
+    noise = GaussianNoise(1.0)
+    radii = np.array([0.0, 0.5, 1.0, 1.5, 2.0])
+    rule = StoppingRule(noise, ConfidenceSequence.create(N_MAX, ALPHA), radii)
+    p = noise.p_lower_needed(r_over_sigma) - 1e-9
+    trials = 6000
+    radius, used = simulate(rule, p, trials, seed=2)
+    assert np.mean(radius >= r_over_sigma) <= mc_limit(ALPHA, trials)
+    assert used.max() <= N_MAX
+
+
+def test_stopping_rule_without_grid_is_sound():
+    noise = GaussianNoise(0.5)
+    rule = StoppingRule(noise, ConfidenceSequence.create(N_MAX, ALPHA))
+    trials = 4000
+    for r_true in (0.1, 0.6):
+        radius, _ = simulate(rule, noise.p_lower_needed(r_true), trials, seed=3)
+        assert np.mean(radius > r_true) <= mc_limit(ALPHA, trials)
+
+
+# -- Smooth.certify_sequential on a linear classifier -------------------------------------------
+class Halfspace(torch.nn.Module):
+    """f(x) = 1 if x_1 > b else 0, as two logits (x_1 is the first coordinate)."""
+
+    def __init__(self, b: float = 0.0):
+        super().__init__()
+        self.b = b
+        self.rows = 0  # inputs seen: every noisy sample the sampler draws goes through here
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.rows += x.shape[0]
+        v = x.flatten(1)[:, 0] - self.b
+        return torch.stack([-v, v], 1)
+
+
+def inputs(offsets: list[float], copies: int, b: float = 0.0) -> tuple[torch.Tensor, np.ndarray]:
+    """``copies`` copies of a (1, 1, 2) input with x_1 = b + offset, for each offset."""
+    off = np.repeat(np.asarray(offsets, dtype=np.float64), copies)
+    xs = torch.zeros(len(off), 1, 1, 2)
+    xs[:, 0, 0, 0] = torch.from_numpy(off + b).float()
+    return xs, off
+
+
+@pytest.mark.parametrize("radii", [np.arange(0, 1.01, 0.25), None])
+def test_certify_sequential_sound_on_halfspace(radii):
+    """False certificate: a class other than g(x) = [x_1 > b], or a radius beyond the distance
+    |x_1 - b|. Inputs sit just below grid thresholds (where a certificate of that level is
+    false) and exactly on them; the rate must be consistent with alpha."""
+    sigma = 0.5
+    smooth = Smooth(Halfspace(0.3), 2, sigma, seed=0)
+    eps = 1e-4
+    offsets = [0.25 - eps, 0.5 - eps, -(0.5 - eps), 0.25, 0.75 - eps]
+    copies = 400
+    xs, off = inputs(offsets, copies, b=0.3)
+    pred, radius, used = smooth.certify_sequential_batch(xs, 20, N_MAX, ALPHA, 50_000, radii=radii)
+    pred, radius = pred.numpy(), radius.numpy()
+    truth = (off > 0).astype(np.int64)
+    certified = pred != ABSTAIN
+    false = certified & ((pred != truth) | (radius > np.abs(off) + 1e-6))
+    for j in range(len(offsets)):
+        block = slice(j * copies, (j + 1) * copies)
+        assert false[block].mean() <= mc_limit(ALPHA, copies), offsets[j]
+    assert certified.mean() > 0.5  # not sound by abstaining
+    assert int(used.max()) <= N_MAX
+
+
+def test_never_more_than_n_max_samples_and_counts_add_up():
+    model = Halfspace()
+    smooth = Smooth(model, 2, 1.0, seed=1)
+    xs, _ = inputs([0.0, 0.05, 0.3, 3.0, -4.0], 4)
+    n0, n_max = 30, 5000
+    for radii in (np.arange(0, 3.01, 0.5), None):
+        model.rows = 0
+        _, _, used = smooth.certify_sequential_batch(xs, n0, n_max, 0.001, 777, radii=radii)
+        assert int(used.max()) <= n_max
+        assert model.rows == n0 * len(xs) + int(used.sum())  # exactly n0 + n_used per input
+
+
+def test_stops_early_on_easy_inputs():
+    smooth = Smooth(Halfspace(), 2, 0.25, seed=2)
+    xs, _ = inputs([2.0, -2.0], 5)  # pA = Phi(8): ~1
+    n_max = 100_000
+    pred, radius, used = smooth.certify_sequential_batch(xs, 100, n_max, 0.001, 10_000, radii=[0.0, 0.25, 0.5])
+    assert pred.tolist() == [1] * 5 + [0] * 5 and radius.tolist() == [0.5] * 10
+    assert int(used.max()) < n_max // 50  # ~600 samples certify 2 sigma at pA ~ 1
+    # a three-way tie (pA = 1/3): the upper bound falls below 1/2 quickly -> early abstention
+    a = 0.25 * norm.ppf(2 / 3)
+    three = torch.nn.Sequential(torch.nn.Flatten(), _Bands(a))
+    p3, r3, u3 = Smooth(three, 3, 0.25, seed=3).certify_sequential_batch(torch.zeros(4, 1, 1, 2), 100, n_max,
+                                                                           0.001, 10_000, radii=[0.0, 0.5])
+    assert p3.tolist() == [ABSTAIN] * 4 and r3.tolist() == [0.0] * 4 and int(u3.max()) < n_max // 50
+
+
+class _Bands(torch.nn.Module):
+    """Class 0 / 1 / 2 for x_1 < -a / |x_1| <= a / x_1 > a."""
+
+    def __init__(self, a: float):
+        super().__init__()
+        self.a = a
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = x[:, 0]
+        return torch.nn.functional.one_hot((v > -self.a).long() + (v > self.a).long(), 3).float()
+
+
+def test_seeds_reproducible_and_single_matches_batch():
+    xs, _ = inputs([0.1, 0.6], 3)
+    runs = []
+    for _ in range(2):
+        g = torch.Generator().manual_seed(7)
+        runs.append(Smooth(Halfspace(), 2, 0.5).certify_sequential_batch(xs, 50, 3000, 0.01, 1000, generator=g))
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+    one = [Smooth(Halfspace(), 2, 0.5, seed=5).certify_sequential(xs[1], 50, 3000, 0.01, 1000, radii=[0.0, 0.25])
+           for _ in range(2)]
+    assert one[0] == one[1] and isinstance(one[0][2], int)
+
+
+def test_grid_radius_is_a_lower_bound_of_the_radius_certified():
+    """With the same draws (same seed) the grid radius is the grid level under the no-grid
+    radius at the same stopping look, and never above the largest grid radius."""
+    xs, _ = inputs([0.4], 1)
+    p, r, n = Smooth(Halfspace(), 2, 0.5, seed=4).certify_sequential(xs[0], 50, 5000, 0.01, 1000,
+                                                                    radii=[0.0, 0.25, 0.5])
+    cs = ConfidenceSequence.create(5000, 0.01)
+    assert p == 1 and r in (0.0, 0.25) and n in cs.looks.tolist()
+
+
+@pytest.mark.parametrize("kwargs, arg", [
+    (dict(radii=[0.5, 0.25]), "radii"),
+    (dict(radii=[0.0, 0.0]), "radii"),
+    (dict(radii=[-0.25, 0.5]), "radii"),
+    (dict(radii=[]), "radii"),
+    (dict(n_max=0), "n_max"),
+    (dict(tol=0.0), "tol"),
+    (dict(tol=-1.0), "tol"),
+    (dict(alpha=1.0), "alpha"),
+])
+def test_bad_input(kwargs, arg):
+    call = dict(n0=10, n_max=100, alpha=0.01, batch_size=10)
+    call.update(kwargs)
+    smooth = Smooth(Halfspace(), 2, 0.5)
+    with pytest.raises(ArgumentError) as err:
+        smooth.certify_sequential(torch.zeros(1, 1, 2), **call)
+    assert err.value.arg == arg and str(err.value).startswith(arg)
