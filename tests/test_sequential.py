@@ -222,3 +222,18 @@ def test_bad_input(kwargs, arg):
     with pytest.raises(ArgumentError) as err:
         smooth.certify_sequential(torch.zeros(1, 1, 2), **call)
     assert err.value.arg == arg and str(err.value).startswith(arg)
+
+
+def test_grid_level_matches_fixed_n_when_clear():
+    """Not just sound but as good as fixed N: where fixed-N CERTIFY (n = n_max) lands clearly
+    inside one grid cell, sequential certification reports that cell's level (and saves samples)."""
+    sigma, n_max = 0.5, 10_000
+    radii = np.arange(0, 2.01, 0.25)
+    xs, off = inputs([0.4, -0.9, 1.2], 100)  # true radii 0.4, 0.9, 1.2: levels 0.25, 0.75, 1.0
+    smooth = Smooth(Halfspace(), 2, sigma, seed=6)
+    pred, radius, used = smooth.certify_sequential_batch(xs, 100, n_max, 0.001, 100_000, radii=radii)
+    fixed_pred, fixed_radius = smooth.certify_batch(xs, 100, n_max, 0.001, 100_000)
+    fixed_level = radii[np.searchsorted(radii, fixed_radius.numpy(), side="right") - 1]
+    assert np.all(fixed_pred.numpy() == (off > 0)) and np.all(pred.numpy() == (off > 0))
+    assert np.mean(radius.numpy() == fixed_level) >= 0.95
+    assert used.double().mean() < n_max / 2
