@@ -79,6 +79,7 @@ def run(sigma: float, mode: str, args) -> None:
     dataset = get_dataset("mnist", "test", args.data_root)
     smooth = Smooth(model, 10, sigma)
     radii, tol, count = settings(sigma, mode, args)
+    count = count if args.images is None else min(count, args.images)
     indices = list(range(0, len(dataset), SKIP))[:count]
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"gauss-sigma{sigma}.{mode}.tsv"
@@ -188,6 +189,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--nogrid-images", type=int, default=100)
     ap.add_argument("--wallclock-images", type=int, default=20)
+    ap.add_argument("--images", type=int, default=None, help="certify only the first IMAGES of the 500 (a subset)")
     ap.add_argument("--report", action="store_true")
     args = ap.parse_args()
     if args.report:
