@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
-from scipy.stats import beta as beta_dist
+from scipy.stats import binom
 
 from .stats import clopper_pearson_lower
 from .validation import ArgumentError, check_alpha, check_float, check_int
@@ -123,6 +123,14 @@ class ConfidenceSequence:
     def upper(self, nA: np.ndarray, k: int) -> np.ndarray:
         """U_k for counts ``nA``."""
         return clopper_pearson_upper(nA, int(self.looks[k]), float(self.alphas[k]))
+
+
+def abstain_test_pvalues(c1: np.ndarray, c2: np.ndarray) -> np.ndarray:
+    """``stats.abstain_test_pvalue`` vectorised: the two-sided exact binomial test of
+    c1 ~ Bin(c1 + c2, 1/2) for c1 >= c2. The null is symmetric, so the p-value is
+    min(1, 2 P(X >= c1)); 1 when c1 + c2 == 0."""
+    c1, c2 = np.asarray(c1, dtype=np.int64), np.asarray(c2, dtype=np.int64)
+    return np.where(c1 + c2 > 0, np.minimum(1.0, 2.0 * binom.sf(c1 - 1, c1 + c2, 0.5)), 1.0)
 
 
 def check_radii(radii: Sequence[float] | np.ndarray | None) -> np.ndarray | None:

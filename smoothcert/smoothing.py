@@ -29,7 +29,7 @@ from torch import nn
 
 from .noise import GaussianNoise
 from .stats import abstain_test_pvalue, clopper_pearson_lower
-from .sequential import ConfidenceSequence, StoppingRule
+from .sequential import ConfidenceSequence, StoppingRule, abstain_test_pvalues
 from .validation import check_alpha, check_int
 
 ABSTAIN = -1
@@ -343,3 +343,62 @@ class Smooth:
             self._as_batch(x, "x", single=True), n0, n_max, alpha, batch_size, radii, tol, generator
         )
         return int(pred[0]), float(radius[0]), int(n_used[0])
+
+    # -- sequential PREDICT --------------------------------------------------------------
+    def predict_sequential_batch(
+        self,
+        xs: torch.Tensor,
+        n_max: int,
+        alpha: float,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """PREDICT with early stopping for each input of ``xs``: (predictions, n_used), (B,)
+        int64 tensors (``ABSTAIN`` where undecided at n_max).
+
+        Samples are drawn in rounds up to the looks of ``ConfidenceSequence.create(n_max, alpha)``;
+        at look k the top two counts c1 >= c2 are tested as in PREDICT (two-sided binomial test
+        of c1 ~ Bin(c1 + c2, 1/2)) at level alpha_k, and the top class is returned once the test
+        rejects. Returning a class other than g(x) at look k needs a false rejection at level
+        alpha_k (Cohen et al., 2019, Theorem 2, for the fixed sample size n_k), so by the union
+        bound over the looks it happens with probability at most sum_k alpha_k = alpha, whatever
+        the stopping time.
+        """
+        n_max = check_int("n_max", n_max, 1)
+        alpha = check_alpha(alpha)
+        batch_size = check_int("batch_size", batch_size, 1)
+        cs = ConfidenceSequence.create(n_max, alpha)
+        xs = self._as_batch(xs, "xs", single=False).to(self.device)
+        B = xs.shape[0]
+        counts_total = torch.zeros(B, self.num_classes, dtype=torch.long, device=xs.device)
+        pred = np.full(B, ABSTAIN, dtype=np.int64)
+        n_used = np.zeros(B, dtype=np.int64)
+        running = np.arange(B)
+        drawn = 0
+        for k, n_k in enumerate(cs.looks):
+            sel = torch.from_numpy(running).to(xs.device)
+            counts_total[sel] += self.sample_counts(xs[sel], int(n_k) - drawn, batch_size, generator)
+            top2 = counts_total[sel].topk(2, dim=1)
+            values, labels = torch.stack([top2.values, top2.indices]).cpu().numpy()  # one host sync
+            drawn = int(n_k)
+            n_used[running] = drawn
+            decided = abstain_test_pvalues(values[:, 0], values[:, 1]) <= cs.alphas[k]
+            pred[running[decided]] = labels[decided, 0]
+            running = running[~decided]
+            if running.size == 0:
+                break
+        return torch.from_numpy(pred), torch.from_numpy(n_used)
+
+    def predict_sequential(
+        self,
+        x: torch.Tensor,
+        n_max: int,
+        alpha: float,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+    ) -> tuple[int, int]:
+        """Sequential PREDICT of one input ``x`` (C, H, W): (class or ABSTAIN, n_used); see
+        ``predict_sequential_batch``."""
+        pred, n_used = self.predict_sequential_batch(self._as_batch(x, "x", single=True), n_max, alpha, batch_size,
+                                                     generator)
+        return int(pred[0]), int(n_used[0])

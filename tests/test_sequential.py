@@ -16,7 +16,9 @@ import torch
 from scipy.stats import norm
 
 from smoothcert.noise import GaussianNoise
-from smoothcert.sequential import ConfidenceSequence, StoppingRule, alpha_spending, look_schedule
+from smoothcert.sequential import (ConfidenceSequence, StoppingRule, abstain_test_pvalues, alpha_spending,
+                                   look_schedule)
+from smoothcert.stats import abstain_test_pvalue
 from smoothcert.smoothing import ABSTAIN, Smooth
 from smoothcert.validation import ArgumentError
 
@@ -237,3 +239,34 @@ def test_grid_level_matches_fixed_n_when_clear():
     assert np.all(fixed_pred.numpy() == (off > 0)) and np.all(pred.numpy() == (off > 0))
     assert np.mean(radius.numpy() == fixed_level) >= 0.95
     assert used.double().mean() < n_max / 2
+
+
+# -- sequential PREDICT ---------------------------------------------------------------------
+def test_abstain_test_pvalues_match_the_scalar_test():
+    c1 = np.array([0, 1, 5, 5, 6, 30, 52, 500, 7000])
+    c2 = np.array([0, 0, 5, 4, 0, 20, 48, 430, 6900])
+    expected = [abstain_test_pvalue(a, b) for a, b in zip(c1, c2)]
+    assert abstain_test_pvalues(c1, c2) == pytest.approx(expected, rel=1e-9, abs=1e-300)
+
+
+def test_predict_sequential_wrong_class_rate():
+    """At x_1 = b the two classes tie (pA = pB = 1/2), so any class returned is wrong; just
+    above b, class 0 is wrong. Either must happen with probability <= alpha."""
+    smooth = Smooth(Halfspace(), 2, 1.0, seed=8)
+    copies = 1500
+    xs, off = inputs([0.0, 0.02], copies)
+    pred, used = smooth.predict_sequential_batch(xs, N_MAX, ALPHA, 100_000)
+    pred = pred.numpy()
+    assert np.mean(pred[:copies] != ABSTAIN) <= mc_limit(ALPHA, copies)
+    assert np.mean(pred[copies:] == 0) <= mc_limit(ALPHA, copies)
+    assert int(used.max()) <= N_MAX
+
+
+def test_predict_sequential_stops_early_and_agrees():
+    smooth = Smooth(Halfspace(), 2, 0.25, seed=9)
+    xs, _ = inputs([1.0, -1.0, 0.2], 4)
+    pred, used = smooth.predict_sequential_batch(xs, 100_000, 0.001, 10_000)
+    assert pred.tolist() == [1] * 4 + [0] * 4 + [1] * 4
+    assert int(used[:8].max()) == 64 and int(used.max()) < 2_000
+    p, n = smooth.predict_sequential(xs[0], 100_000, 0.001, 10_000)
+    assert (p, n) == (1, 64)
