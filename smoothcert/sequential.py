@@ -3,8 +3,8 @@ that ends estimation as soon as the certificate can no longer improve.
 
 **The confidence sequence** (``ConfidenceSequence``). Estimation samples are examined only at a
 fixed schedule of cumulative sample counts ("looks") n_1 < n_2 < ... < n_K = n_max, growing
-geometrically. Look k uses the one-sided Clopper–Pearson bound at level alpha_k, with
-sum_k alpha_k = alpha.
+geometrically (default: 64, 96, 144, ... samples, x1.5 a look, 20 looks up to n_max = 100 000).
+Look k uses the one-sided Clopper–Pearson bound at level alpha_k, with sum_k alpha_k = alpha.
 
   *Theorem* (Clopper & Pearson, 1934, with a union bound; e.g. Jennison & Turnbull, "Group
   Sequential Methods", 2000, Sec. 2.3 on the Bonferroni bound for repeated looks). Let
