@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -45,8 +47,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from smoothcert.analysis import (acr_difference, acr_standard_error, average_certified_radius, format_table, load_log,
-                                 parse_radii, summarize)
+from smoothcert.analysis import (CertLog, acr_difference, acr_standard_error, average_certified_radius,
+                                 certified_accuracy, format_radius, format_table, load_log, parse_radii, read_meta,
+                                 summarize)
 from smoothcert.certification import Selection, certify_dataset
 from smoothcert.data import get_dataset
 from smoothcert.logs import atomic_write_bytes, read_tsv
@@ -59,6 +62,15 @@ SKIP, NUM_IMAGES = 20, 500
 PUBLISHED_ACR = {0.25: 0.911, 0.5: 1.558, 1.0: 1.618}
 RADII = "0:2.5:0.25"
 SEED = 0
+
+# Issue 15's comparison (``comparison.md``/``.json``): our full-protocol runs next to the published per-image
+# certify logs of jh-jeong/smoothing-consistency, whose rows for our images are extracted under
+# --out/published/ as ``{prefix}_noise_{sigma:.2f}_{id}.tsv`` (source, commit and choice of file: README.md there).
+PUBLISHED_DIR = "published"
+PUBLISHED_METHODS = {"cohen": "Gaussian", "salman": "SmoothAdv", "macer": "MACER", "consistency": "Consistency"}
+COMPARED = (("gauss", 5), ("maxup-gauss", 5), ("maxup-gauss", 25), ("alps", 5))  # (method, m) of our full runs
+SMOOTHADV_EPOCHS = 90  # the literature's protocol; its per-epoch cost is our short-protocol smoothadv measurement
+SEED_SPREAD = (0.5, (0, 1, 2))  # scaled protocol: sigma and training seeds of the gauss vs maxup-gauss spread
 
 PROTOCOLS = {
     "full": dict(epochs=90, lr_step_size=30, n=100_000, methods=("gauss", "maxup-gauss")),
@@ -134,8 +146,7 @@ def comparisons(out: Path, complete: dict[tuple[str, str], Path]) -> list[str]:
     is fair where raw seconds across protocols are not."""
     rows = ["| sigma | run | ACR | ACR - ACR(gauss, same protocol) (SE) | ACR - ACR(maxup-gauss, scaled) (SE) | "
             "s/epoch | training cost (gauss epochs) |", "|---:|:---|---:|---:|---:|---:|---:|"]
-    gauss_epoch = {p: float(np.median([t for (q, stem) in complete if q == p and stem.startswith("gauss-")
-                                       for t in train_seconds(out, p, stem)] or [np.nan])) for p in PROTOCOLS}
+    epoch = {p: gauss_epoch(out, p, [stem for (q, stem) in complete if q == p]) for p in PROTOCOLS}
     for sigma in SIGMAS:
         maxup = complete.get(("scaled", f"maxup-gauss-sigma{sigma}"))
         for (protocol, stem), path in complete.items():
@@ -150,7 +161,7 @@ def comparisons(out: Path, complete: dict[tuple[str, str], Path]) -> list[str]:
                 else:
                     d, se, _ = acr_difference(path, ref)
                     cells.append(f"{d:+.3f} ({se:.3f})")
-            cost = sum(secs) / gauss_epoch[protocol]
+            cost = sum(secs) / epoch[protocol]
             rows.append(f"| {sigma} | {protocol}/{stem} | {average_certified_radius(path):.3f} | {cells[0]} | "
                         f"{cells[1]} | {np.mean(secs):.1f} | {cost:.1f} |")
     return rows
@@ -187,6 +198,219 @@ def acr_subset(log, idx: np.ndarray):
                            if getattr(log, f) is not None})
 
 
+def read_log(path: Path) -> CertLog:
+    """``load_log``, tolerating the torn last line of a log that is still being written."""
+    try:
+        return load_log(path)
+    except ValueError:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        cut = text.rfind("\n")
+        if text.endswith("\n") or cut < 0:
+            raise
+        with tempfile.TemporaryDirectory() as tmp:
+            whole = Path(tmp) / path.name
+            whole.write_text(text[:cut + 1], encoding="utf-8")
+            log = load_log(whole)
+        return replace(log, path=path, meta=read_meta(path))
+
+
+def gauss_epoch(out: Path, protocol: str, stems) -> float:
+    """Median epoch seconds of the protocol's gauss runs among ``stems`` (pooled over sigma; the median
+    drops epochs slowed by other work on the machine); NaN if none has a train log under ``out``."""
+    secs = [t for stem in stems if stem.startswith("gauss-") and (out / protocol / f"{stem}.train_log.tsv").is_file()
+            for t in train_seconds(out, protocol, stem)]
+    return float(np.median(secs)) if secs else math.nan
+
+
+def published_logs(out: Path) -> dict[tuple[str, float], list[Path]]:
+    """The extracts under ``out/published`` by (file prefix, sigma), several per key where several
+    published seeds were extracted."""
+    found: dict[tuple[str, float], list[Path]] = {}
+    for path in sorted((out / PUBLISHED_DIR).glob("*_noise_*.tsv")):
+        prefix, _, rest = path.stem.partition("_noise_")
+        if prefix in PUBLISHED_METHODS:
+            found.setdefault((prefix, float(rest.split("_")[0])), []).append(path)
+    return found
+
+
+def comparison_table(entries: list[dict], gauss: CertLog | None, radii: np.ndarray) -> tuple[list[str], list[dict]]:
+    """Markdown rows and JSON records: per entry (``label``, ``log``, optional ``note``, ``s_epoch``,
+    ``cost``, ``published_acr``) its n, ACR (SE), the paired ACR difference to ``gauss`` over the images
+    both hold (SE of the paired mean, ``acr_difference``), certified accuracy (%) at ``radii``, training
+    seconds per epoch and cost in gauss epochs."""
+    head = ("| run | n | ACR (SE) | ACR - ACR(gauss) (paired SE) | "
+            + " | ".join(f"r={format_radius(r)}" for r in radii)
+            + " | s/epoch | training cost (gauss epochs) | published ACR, whole test set |")
+    md = [head, "|:---|---:|---:|---:|" + "---:|" * len(radii) + "---:|---:|---:|"]
+    records = []
+    for e in entries:
+        log = e["log"]
+        acr, se = average_certified_radius(log), acr_standard_error(log)
+        shared = 0 if gauss is None or log is gauss else np.intersect1d(log.idx, gauss.idx).size
+        diff = acr_difference(log, gauss) if shared >= 2 else None
+        ca = certified_accuracy(log, radii)
+        num = (lambda v, f: "" if v is None or (isinstance(v, float) and math.isnan(v)) else f.format(v))
+        md.append(f"| {e['label']}{e.get('note', '')} | {log.n} | {acr:.3f} ({se:.3f}) | "
+                  + ("" if diff is None else f"{diff[0]:+.3f} ({diff[1]:.3f})") + " | "
+                  + " | ".join(f"{100 * v:.1f}" for v in ca)
+                  + f" | {num(e.get('s_epoch'), '{:.1f}')} | {e.get('cost_text') or num(e.get('cost'), '{:.0f}')} | "
+                  + f"{num(e.get('published_acr'), '{:.3f}')} |")
+        records.append({"label": e["label"], "path": str(log.path), "n": log.n, "partial": bool(e.get("note")),
+                        "acr": acr, "acr_se": se,
+                        "acr_minus_gauss": None if diff is None else {"mean": diff[0], "se": diff[1], "images": diff[2]},
+                        "certified_accuracy": [float(v) for v in ca], "s_per_epoch": e.get("s_epoch"),
+                        "cost_gauss_epochs": e.get("cost"), "published_acr_whole_test_set": e.get("published_acr")})
+    return md, records
+
+
+def compare_full(out: Path, figures: Path) -> tuple[list[str], dict]:
+    """Issue 15's table, per sigma: our full-protocol runs (a run still being certified is shown with
+    its count, marked partial) on their images, then every run and the published extracts on the images
+    all the extracts hold, and one figure per sigma of those curves."""
+    radii = parse_radii(RADII)
+    published = published_logs(out)
+    stems = [p.name[:-len(".train_log.tsv")] for p in (out / "full").glob("*.train_log.tsv")]
+    full_epoch, short_epoch = gauss_epoch(out, "full", stems), gauss_epoch(
+        out, "short", [f"gauss-sigma{s}" for s in SIGMAS])
+    md = ["Our runs: full protocol (90 epochs, N = 100 000). Training cost = total training time / median "
+          "epoch of the full-protocol gauss runs. Published rows: the per-image certify logs of "
+          "jh-jeong/smoothing-consistency (models trained and certified in the same protocol), on the images "
+          "of ours that the extracts hold (`published/README.md`); SmoothAdv's cost is its measured "
+          f"short-protocol epoch here x {SMOOTHADV_EPOCHS} epochs, in short-protocol gauss epochs; MACER's "
+          "and Consistency's were not measured here. A run marked partial is still being certified: its "
+          "ACR covers the images done so far.", ""]
+    data: dict = {"radii": [float(r) for r in radii], "sigmas": {}}
+    for sigma in SIGMAS:
+        ours = []
+        for method, m in COMPARED:
+            path = out / "full" / f"{run_name(method, sigma, m)}.tsv"
+            if not path.is_file():
+                continue
+            log = read_log(path)
+            stem = path.stem
+            secs = train_seconds(out, "full", stem) if (out / "full" / f"{stem}.train_log.tsv").is_file() else []
+            label = {"gauss": "gauss", "maxup-gauss": f"MaxUp+Gauss m={m}", "alps": "ALPS"}[method] + " (ours)"
+            epochs = PROTOCOLS["full"]["epochs"]
+            ours.append({"label": label, "log": log, "note": "" if log.n >= NUM_IMAGES else
+                         f" (partial: {log.n}/{NUM_IMAGES})", "s_epoch": float(np.mean(secs)) if secs else None,
+                         "cost": sum(secs) / full_epoch if secs else None,
+                         "cost_text": f"{sum(secs) / full_epoch:.0f} after {len(secs)} of {epochs} epochs"
+                         if 0 < len(secs) < epochs else None,
+                         "published_acr": PUBLISHED_ACR[sigma] if method == "gauss" else None})
+        pubs = []
+        for (prefix, s), paths in sorted(published.items()):
+            if s != sigma:
+                continue
+            for path in paths:
+                entry = {"label": f"{PUBLISHED_METHODS[prefix]} (published, {path.stem.split('_')[-1]})",
+                         "log": read_log(path)}
+                if prefix == "salman" and (out / "short" / f"smoothadv-sigma{sigma}.train_log.tsv").is_file():
+                    per = float(np.mean(train_seconds(out, "short", f"smoothadv-sigma{sigma}")))
+                    entry.update(s_epoch=per, cost=SMOOTHADV_EPOCHS * per / short_epoch)
+                elif prefix == "cohen":
+                    entry.update(cost=float(SMOOTHADV_EPOCHS), published_acr=PUBLISHED_ACR[sigma])
+                else:
+                    entry.update(cost_text="not measured")
+                pubs.append(entry)
+        if not ours and not pubs:
+            continue
+        gauss = next((e["log"] for e in ours if e["label"] == "gauss (ours)"), None)
+        md += [f"### sigma = {sigma}", ""]
+        rec: dict = {}
+        if ours:
+            rows, rec["ours"] = comparison_table(ours, gauss, radii)
+            md += [f"Our runs on their images (certified accuracy in %):", "", *rows, ""]
+        if pubs:
+            common = pubs[0]["log"].idx
+            for e in pubs[1:]:
+                common = np.intersect1d(common, e["log"].idx)
+            sub = [{**e, "log": acr_subset(e["log"], common)} for e in ours + pubs]
+            sub = [e for e in sub if e["log"].n >= 2]
+            sub_gauss = next((e["log"] for e in sub if e["label"] == "gauss (ours)"), None)
+            rows, rec["with_published"] = comparison_table(sub, sub_gauss, radii)
+            rec["with_published_images"] = int(common.size)
+            md += [f"With the published models, on the {common.size} of our images that every extract holds "
+                   f"(idx {int(common.min())}-{int(common.max())}; every row restricted to them):", "", *rows, ""]
+            curves = sub
+            try:
+                from smoothcert.plotting import plot_certified_accuracy
+
+                figures.mkdir(exist_ok=True)
+                plot_certified_accuracy([e["log"] for e in curves], figures / f"mnist_compare_sigma{sigma}.png",
+                                        labels=[e["label"] + e.get("note", "") for e in curves],
+                                        title=f"MNIST, LeNet, σ = {sigma}: the {common.size} images of every log")
+            except ImportError:
+                pass
+        data["sigmas"][str(sigma)] = rec
+    return md, data
+
+
+def seed_spread(out: Path) -> tuple[list[str], dict]:
+    """Scaled protocol, sigma ``SEED_SPREAD[0]``: gauss and maxup-gauss (m = 5) for each training seed
+    whose two logs are complete, their paired ACR difference, and the mean and standard deviation
+    (ddof 1) over those seeds: the spread across training seeds that per-image SEs do not cover."""
+    sigma, seeds = SEED_SPREAD
+    md = ["| seed | ACR gauss | ACR maxup-gauss | ACR difference (paired SE over images) |", "|---:|---:|---:|---:|"]
+    rows = []
+    for seed in seeds:
+        paths = [out / "scaled" / f"{run_name(m, sigma, seed=seed)}.tsv" for m in ("gauss", "maxup-gauss")]
+        logs = [read_log(p) for p in paths if p.is_file()]
+        if len(logs) < 2 or min(l.n for l in logs) < NUM_IMAGES:
+            md.append(f"| {seed} | " + " | ".join(
+                "missing" if not p.is_file() else "complete" if read_log(p).n >= NUM_IMAGES
+                else f"in progress ({read_log(p).n}/{NUM_IMAGES})" for p in paths)
+                + " | |")
+            continue
+        d, se, _ = acr_difference(logs[1], logs[0])
+        rows.append({"seed": seed, "acr_gauss": average_certified_radius(logs[0]),
+                     "acr_maxup_gauss": average_certified_radius(logs[1]), "difference": d, "difference_se": se})
+        md.append(f"| {seed} | {rows[-1]['acr_gauss']:.3f} | {rows[-1]['acr_maxup_gauss']:.3f} | {d:+.3f} ({se:.3f}) |")
+    stats = {}
+    if rows:
+        for key in ("acr_gauss", "acr_maxup_gauss", "difference"):
+            v = np.array([r[key] for r in rows])
+            stats[key] = {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else None}
+        std = (lambda k: "" if stats[k]["std"] is None else f" ± {stats[k]['std']:.3f}")
+        md.append(f"| mean ± std over {len(rows)} seed{'s' * (len(rows) > 1)} | {stats['acr_gauss']['mean']:.3f}"
+                  f"{std('acr_gauss')} | {stats['acr_maxup_gauss']['mean']:.3f}{std('acr_maxup_gauss')} | "
+                  f"{stats['difference']['mean']:+.3f}{std('difference')} |")
+    return md, {"sigma": sigma, "protocol": "scaled", "seeds": rows, "over_seeds": stats}
+
+
+def write_comparison(out: Path, figures: Path) -> str:
+    """``comparison.md`` and ``comparison.json`` under ``out`` (and the figures); returns the Markdown."""
+    table, data = compare_full(out, figures)
+    spread, spread_data = seed_spread(out)
+    sigma = SEED_SPREAD[0]
+    text = "\n".join(["# MaxUp+Gauss in the full protocol, next to the published methods (issue 15)", "", *table,
+                      f"## Training-seed spread: gauss vs maxup-gauss (m = 5), scaled protocol, sigma = {sigma}",
+                      "", *spread, ""])
+    atomic_write_bytes(out / "comparison.md", text.encode())
+    atomic_write_bytes(out / "comparison.json", (json.dumps({"full": data, "seed_spread": spread_data}, indent=2)
+                                                 + "\n").encode())
+    return text
+
+
+def pipeline_rows(out: Path, complete: dict[tuple[str, str], Path], references: dict[float, Path]) -> list[str]:
+    """The pipeline-check table, with the reference logs given on the command line or else the Gaussian
+    extracts under ``out/published`` (``cohen_noise_*`` holding all 500 images). It is also written to ``pipeline_check.md``
+    when every row has its reference; when one lacks it, the committed ``pipeline_check.md`` is used as
+    it stands, so that a report without the reference logs never loses the committed comparison."""
+    refs = {s: paths[0] for (prefix, s), paths in published_logs(out).items()
+            if prefix == "cohen" and read_log(paths[0]).n == NUM_IMAGES}  # all 500 images, or not a reference
+    refs.update(references)
+    rows = pipeline_check(complete, refs)
+    committed = out / "pipeline_check.md"
+    sigmas = [s for s in SIGMAS if ("full", f"gauss-sigma{s}") in complete]
+    if sigmas and all(s in refs for s in sigmas):
+        atomic_write_bytes(committed, ("\n".join(rows) + "\n").encode())
+    elif committed.is_file():
+        print(f"pipeline check: no reference log for sigma {', '.join(str(s) for s in sigmas if s not in refs)}; "
+              f"using the committed {committed}", flush=True)
+        rows = committed.read_text(encoding="utf-8").rstrip("\n").split("\n")
+    return rows
+
+
 def report(args: argparse.Namespace) -> None:
     out = Path(args.out)
     lines = []
@@ -194,7 +418,7 @@ def report(args: argparse.Namespace) -> None:
     for protocol in PROTOCOLS:
         logs = sorted((out / protocol).glob("*.tsv"))
         logs = [l for l in logs if not l.name.endswith(".train_log.tsv")]
-        complete = [l for l in logs if len(read_tsv(l)[1]) == NUM_IMAGES]
+        complete = [l for l in logs if read_log(l).n == NUM_IMAGES]  # logs still being written come later
         if not complete:
             continue
         loaded = [load_log(l) for l in complete]
@@ -233,7 +457,7 @@ def report(args: argparse.Namespace) -> None:
         except ImportError:
             pass
     lines += ["## Pipeline check: full-protocol gauss against the literature", "",
-              *pipeline_check(every, args.references), ""]
+              *pipeline_rows(out, every, args.references), ""]
     lines += ["## Paired comparisons and training cost", "",
               "Paired over the same 500 images (SE of the paired mean; it covers the choice of images, not the "
               "training seed). Cost: total training time / median epoch time of the protocol's gauss runs.", "",
@@ -241,6 +465,7 @@ def report(args: argparse.Namespace) -> None:
     text = "\n".join(lines)
     atomic_write_bytes(out / "summary.md", text.encode())
     print(text)
+    print(write_comparison(out, Path(args.figures)))
 
 
 def main() -> None:

@@ -117,11 +117,14 @@ def test_resume_continues_bit_for_bit(tmp_path):
 
 def test_channels_last_is_a_layout_choice_that_a_resume_may_change(tmp_path):
     """NHWC weights and batches compute what NCHW computes (to float rounding), the checkpoint loads
-    into a plain model, and a run started in one layout resumes in the other."""
-    plain = train(tmp_path / "plain", epochs=2, **RESUMABLE)
-    nhwc = train(tmp_path / "nhwc", epochs=1, channels_last=True, **RESUMABLE)
+    into a plain model, and a run started in one layout resumes in the other. (gauss, not
+    maxup-gauss: MaxUp's argmax over copies can flip on a rounding difference, and then the two
+    runs diverge by design, so the layout comparison would depend on the CPU's kernels.)"""
+    smooth_run = {**RESUMABLE, "method": "gauss", "method_params": {"sigma": 0.25}}
+    plain = train(tmp_path / "plain", epochs=2, **smooth_run)
+    nhwc = train(tmp_path / "nhwc", epochs=1, channels_last=True, **smooth_run)
     assert state(nhwc)["config"]["channels_last"] is True
-    train(nhwc, epochs=2, channels_last=False, resume=True, **RESUMABLE)
+    train(nhwc, epochs=2, channels_last=False, resume=True, **smooth_run)
     a, b = state(plain)["state_dict"], state(nhwc)["state_dict"]
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-4) for k in a)
     assert [float(r[3]) for r in log_rows(plain)] == pytest.approx([float(r[3]) for r in log_rows(nhwc)], rel=1e-4)
