@@ -1,21 +1,25 @@
 """smoothcert: certified robustness by randomized smoothing.
 
 Public API: ``Smooth`` (CERTIFY/PREDICT of Cohen et al., 2019) and its sampler, dataset-level
-``certify_dataset``/``predict_dataset``, the model, dataset and method registries, and
-``load_model`` / ``load_model_and_dataset`` for run directories and checkpoints. Training is
-``smoothcert.train.train``; tables and plots are in ``smoothcert.analysis`` and
+``certify_dataset``/``predict_dataset`` (on the one logged runner, ``smoothcert.runner``), the
+model, dataset and method registries, ``train()`` (the function; the module is
+``smoothcert.train``), ``RunDir`` and ``load_model`` / ``load_model_and_dataset`` for run
+directories and checkpoints. Tables and plots are in ``smoothcert.analysis`` and
 ``smoothcert.plotting``.
 """
-from .certification import Selection, certify_dataset, predict_dataset
-from .data import get_dataset, list_datasets
-from .methods import create_method, list_methods
-from .models import create_model, list_models
-from .noise import GaussianNoise
-from .runs import load_model, load_model_and_dataset
-from .smoothing import ABSTAIN, Smooth, sample_counts
+__version__ = "0.1.0"  # before the imports: smoothcert.train records it
 
-__version__ = "0.1.0"
+from .certification import certify_dataset, predict_dataset  # noqa: E402
+from .data import get_dataset, list_datasets  # noqa: E402
+from .methods import create_method, list_methods  # noqa: E402
+from .models import create_model, list_models  # noqa: E402
+from .noise import GaussianNoise  # noqa: E402
+from .rundir import RunDir  # noqa: E402
+from .runner import RunReport, Selection  # noqa: E402
+from .runs import load_model, load_model_and_dataset  # noqa: E402
+from .smoothing import ABSTAIN, Smooth, sample_counts  # noqa: E402
+from .train import train  # noqa: E402  (the function: ``from smoothcert import train``)
 
-__all__ = ["ABSTAIN", "GaussianNoise", "Selection", "Smooth", "certify_dataset", "create_method", "create_model",
-           "get_dataset", "list_datasets", "list_methods", "list_models", "load_model", "load_model_and_dataset",
-           "predict_dataset", "sample_counts", "__version__"]
+__all__ = ["ABSTAIN", "GaussianNoise", "RunDir", "RunReport", "Selection", "Smooth", "certify_dataset",
+           "create_method", "create_model", "get_dataset", "list_datasets", "list_methods", "list_models",
+           "load_model", "load_model_and_dataset", "predict_dataset", "sample_counts", "train", "__version__"]

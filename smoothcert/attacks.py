@@ -33,25 +33,21 @@ tests the number of such violations against Binomial(K, alpha_c + alpha_p).
 """
 from __future__ import annotations
 
-import json
 import math
-import secrets
-import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from scipy.stats import binomtest
 from torch import nn
-from tqdm.auto import tqdm
 
-from .certification import Selection
 from .data import ImageDataset
-from .logs import TSVLog, atomic_write_json, read_tsv
+from .logs import read_tsv
 from .noise import GaussianNoise
+from .runner import Selection, run_logged
 from .smoothing import ABSTAIN, Smooth, model_device
 from .validation import check_int
 
@@ -59,9 +55,6 @@ NORMS = ("linf", "l2")
 ATTACK_COLUMNS = ("idx", "label", "predict", "correct", "clean_predict", "delta_norm", "time")
 CHECK_COLUMNS = ("idx", "label", "predict", "correct", "certified", "radius", "eps", "delta_norm", "violation",
                  "time")
-_SEED_STRIDE = 1_000_003  # generator seed of a batch: seed * stride + its first idx
-# a batch's work in _run_logged: (idx, xs, ys, generator) -> the row tails between label and time
-Step = Callable[[list[int], torch.Tensor, torch.Tensor, torch.Generator], list[list[Any]]]
 
 
 # -- geometry -----------------------------------------------------------------------------
@@ -386,48 +379,6 @@ def _predictor(model: nn.Module, num_classes: int, smoothed: SmoothedEval | None
     return lambda xs, gen: smooth.predict_batch(xs, smoothed.n, smoothed.alpha, batch_size, gen)
 
 
-def _run_logged(dataset: ImageDataset, out: str | Path, columns: Sequence[str], kind: str, indices: list[int],
-                per_batch: int, step: Step,
-                device: torch.device, seed: int | None, settings: dict[str, Any], meta: dict[str, Any] | None,
-                progress: bool) -> Path:
-    """Run ``step`` over ``indices`` in batches of ``per_batch`` into the resumable TSV ``out``
-    (rows: idx, label, *step's tail, time per input). Each batch draws its randomness from a
-    generator seeded by (seed, its first idx), so a resumed run writes what an uninterrupted one
-    does. ``out.meta.json`` records ``settings`` and the seed; resuming with other settings is
-    an error (rows of two attacks never mix in one log)."""
-    out = Path(out)
-    meta_path = Path(str(out) + ".meta.json")
-    log = TSVLog(out, columns, kind=kind)
-    try:
-        settings = json.loads(json.dumps(settings))
-        if log.done and meta_path.is_file():
-            old = json.loads(meta_path.read_text())
-            if old.get("settings") != settings:
-                raise ValueError(f"{str(out)!r} was written with other settings ({old.get('settings')}); "
-                                 "choose another output file")
-            seed = old.get("seed") if seed is None else seed
-        seed = secrets.randbits(31) if seed is None else int(seed)
-        atomic_write_json({**(meta or {}), "settings": settings, "seed": seed}, meta_path)
-        batches = [indices[k:k + per_batch] for k in range(0, len(indices), per_batch)]
-        batches = [b for b in batches if not all(i in log.done for i in b)]
-        with tqdm(total=sum(map(len, batches)), disable=not progress, unit="input", dynamic_ncols=True,
-                  desc=out.name) as bar:
-            for b in batches:
-                xs = torch.stack([dataset[i][0] for i in b]).to(device)
-                ys = torch.tensor([int(dataset[i][1]) for i in b], device=device)
-                gen = torch.Generator(device=device).manual_seed(seed * _SEED_STRIDE + b[0])
-                t0 = time.perf_counter()
-                tails = step(b, xs, ys, gen)
-                dt = (time.perf_counter() - t0) / len(b)
-                for i, y, tail in zip(b, ys.tolist(), tails):
-                    if i not in log.done:
-                        log.write([i, y, *tail, round(dt, 4)])
-                bar.update(len(b))
-    finally:
-        log.close()
-    return out
-
-
 def attack_dataset(model: nn.Module, dataset: ImageDataset, attack: Attack, out: str | Path, *,
                    source: nn.Module | None = None, smoothed: SmoothedEval | None = None, batch_size: int = 256,
                    selection: Selection = Selection(), seed: int | None = None, meta: dict[str, Any] | None = None,
@@ -462,8 +413,9 @@ def attack_dataset(model: nn.Module, dataset: ImageDataset, attack: Attack, out:
     per_batch = batch_size if smoothed is None else max(1, batch_size // smoothed.num_noise_vec)
     settings = {"attack": attack.config(), "black_box": source is not None,
                 "smoothed": asdict(smoothed) if smoothed else None}
-    _run_logged(dataset, out, ATTACK_COLUMNS, "attack", selection.indices(len(dataset)), per_batch, step, device,
-                seed, settings, meta, progress)
+    run_logged(dataset, out, ATTACK_COLUMNS, kind="attack", key="attack", indices=selection.indices(len(dataset)),
+               per_batch=per_batch, step=step, device=device, seed=seed, settings=settings,
+               recorded={"batch_size": batch_size}, meta=meta, selection=selection, progress=progress)
     return summarize_attack_log(out)
 
 
@@ -540,8 +492,9 @@ def check_certificates(model: nn.Module, dataset: ImageDataset, log: str | Path,
 
     settings = {"certify_log": str(log), "sigma": sigma, "cert_alpha": cert_alpha, "smoothed": asdict(spec),
                 "steps": steps, "step_size": step_size, "radius_scale": radius_scale}
-    _run_logged(dataset, out, CHECK_COLUMNS, "certificate check", sorted(by_idx), max(1, batch_size // num_noise_vec),
-                step, device, seed, settings, meta, progress)
+    run_logged(dataset, out, CHECK_COLUMNS, kind="certificate check", key="check", indices=sorted(by_idx),
+               per_batch=max(1, batch_size // num_noise_vec), step=step, device=device, seed=seed, settings=settings,
+               recorded={"batch_size": batch_size}, meta=meta, selection=selection, progress=progress)
     header, rows = read_tsv(out)
     h = {c: k for k, c in enumerate(header)}
     rows = [r for r in rows if int(r[h["idx"]]) in by_idx]

@@ -4,19 +4,28 @@
   ``os.replace``. A crash leaves either the old file or the new one, never a torn one.
 * Checkpoints load with ``torch.load(weights_only=True)``: a checkpoint can never run code.
 * ``TSVLog`` appends one flushed line per record; reopening an existing log checks its header,
-  drops a torn last line (a run killed mid-write) and reports which indices are already done.
+  drops a torn last line (a run killed mid-write), refuses a malformed line anywhere else
+  (naming its line) and reports which indices are already done.
+* ``LogLock``: an exclusive ``fcntl.flock`` for the writer of a log; a second writer is refused
+  with the holder's pid.
+* ``floor_decimal``: radii are logged rounded DOWN, never up.
 """
 from __future__ import annotations
 
+import fcntl
 import io
 import json
+import math
 import os
 import pickle
 import tempfile
+from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import torch
+
+from .validation import ArgumentError
 
 CERTIFY_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
 PREDICT_COLUMNS = ("idx", "label", "predict", "correct", "time")
@@ -30,7 +39,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     if not path.parent.is_dir():
         raise ValueError(f"folder {str(path.parent)!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:  # a read-only or full folder: one line, not a traceback
+        raise ValueError(f"cannot write {str(path)!r}: {e.strerror or type(e).__name__}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -72,46 +84,31 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = 
 class TSVLog:
     """An append-only, resumable TSV log with a fixed header.
 
-    ``TSVLog(path, columns)`` creates the file with its header, or reopens an existing one:
-    the header must match (else ValueError: "not a ... log"), a torn last line is cut off, and
-    ``done`` holds the values of the first column already written (the input indices).
+    ``TSVLog(path, columns)`` creates the file with its header, or reopens an existing one: the
+    header must match, a torn last line (a run killed mid-write) is cut off, every other line
+    must be well formed (one field per column, an integer first field; else ArgumentError
+    naming the line), and ``done`` holds the first-column values already written (input
+    indices), ``rows`` the lines as lists of fields. Errors name the argument ``arg`` (``out``).
     """
 
-    def __init__(self, path: str | os.PathLike, columns: Sequence[str], kind: str = "smoothcert"):
+    def __init__(self, path: str | os.PathLike, columns: Sequence[str], kind: str = "smoothcert", arg: str = "out"):
         self.path = Path(path)
         self.columns = tuple(columns)
-        if not self.path.parent.is_dir():
-            raise ValueError(f"output folder {str(self.path.parent)!r} does not exist")
+        check_output_file(self.path, arg)
         header = "\t".join(self.columns)
-        self.done: set[int] = set()
-        if self.path.exists() and self.path.stat().st_size > 0:
-            with open(self.path, "rb") as f:
-                raw = f.read()
-            text = raw.decode("utf-8", errors="replace")
-            lines = text.split("\n")
-            if lines[0].rstrip("\r") != header:
-                raise ValueError(
-                    f"{str(self.path)!r} is not a {kind} log (header {lines[0][:80]!r}, expected {header!r})"
-                )
-            keep = lines[:-1]  # full lines; the last element is '' or a torn line
-            if not text.endswith("\n"):
-                with open(self.path, "r+b") as f:
-                    f.truncate(raw.rfind(b"\n") + 1)
-                    if raw.rfind(b"\n") < 0:  # even the header was torn
-                        f.write((header + "\n").encode())
-            for line in keep[1:]:
-                if not line.strip():
-                    continue
-                first = line.split("\t", 1)[0]
-                try:
-                    self.done.add(int(first))
-                except ValueError:
-                    raise ValueError(f"{str(self.path)!r} has a malformed line: {line[:80]!r}") from None
-            self._f = open(self.path, "a", encoding="utf-8")
-        else:
-            self._f = open(self.path, "w", encoding="utf-8")
-            self._f.write(header + "\n")
-            self._f.flush()
+        self.rows: list[list[str]] = []
+        try:
+            if self.path.exists() and self.path.stat().st_size > 0:
+                self.rows = read_rows(self.path, self.columns, kind, arg, repair=True)
+                self._f = open(self.path, "a", encoding="utf-8")
+            else:
+                self._f = open(self.path, "w", encoding="utf-8")
+                self._f.write(header + "\n")
+                self._f.flush()
+        except OSError as e:  # e.g. a read-only folder
+            raise ArgumentError(arg, f"{arg}: cannot write {str(self.path)!r}: "
+                                     f"{e.strerror or type(e).__name__}") from None
+        self.done: set[int] = {int(r[0]) for r in self.rows}
 
     def write(self, values: Iterable[Any]) -> None:
         """Append one record (values in column order) and flush it to the OS."""
@@ -129,6 +126,112 @@ class TSVLog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def check_output_file(path: Path, arg: str = "out") -> None:
+    """ArgumentError naming ``arg`` unless ``path`` can be a file in an existing folder."""
+    if path.is_dir():
+        raise ArgumentError(arg, f"{arg}: {str(path)!r} is a folder, not a file")
+    if not path.parent.is_dir():
+        raise ArgumentError(arg, f"{arg}: output folder {str(path.parent)!r} does not exist")
+
+
+def read_rows(path: Path, columns: Sequence[str], kind: str = "smoothcert", arg: str = "out",
+              repair: bool = False) -> list[list[str]]:
+    """The well-formed rows of a log with header ``columns``. A torn last line (no final
+    newline) is ignored, and cut off the file with ``repair``; any other line with the wrong
+    number of fields or a non-integer first field is an ArgumentError naming its line number."""
+    header = "\t".join(columns)
+    raw = path.read_bytes()
+    text = raw.decode("utf-8", errors="replace")
+    lines = text.split("\n")
+    if lines[0].rstrip("\r") != header and not (len(lines) == 1 and header.startswith(lines[0])):
+        raise ArgumentError(arg, f"{arg}: {str(path)!r} is not a {kind} log (header {lines[0][:80]!r}, "
+                                 f"expected {header!r})")
+    if repair and not text.endswith("\n"):
+        with open(path, "r+b") as f:
+            f.truncate(raw.rfind(b"\n") + 1)
+            if raw.rfind(b"\n") < 0:  # even the header was torn
+                f.write((header + "\n").encode())
+    rows = []
+    for k, line in enumerate(lines[1:-1], start=2):  # lines[-1] is '' or a torn line
+        line = line.rstrip("\r")
+        if not line.strip():
+            continue
+        cells = line.split("\t")
+        ok = len(cells) == len(columns)
+        if ok:
+            try:
+                int(cells[0])
+            except ValueError:
+                ok = False
+        if not ok:
+            raise ArgumentError(arg, f"{arg}: {str(path)!r} line {k} is malformed ({len(cells)} fields, expected "
+                                     f"{len(columns)}): {line[:60]!r}; only a torn last line is repaired")
+        rows.append(cells)
+    return rows
+
+
+def floor_decimal(x: float, places: int = 4) -> str:
+    """``x`` rounded DOWN to ``places`` decimals, as text: a logged radius never overstates the
+    certificate (ordinary rounding could by up to 0.5e-places). Exact (decimal arithmetic)."""
+    if not math.isfinite(x):
+        raise ValueError(f"cannot log a non-finite radius {x!r}")
+    return str(Decimal(x).quantize(Decimal(1).scaleb(-places), rounding=ROUND_FLOOR))
+
+
+class LogLock:
+    """An exclusive advisory lock (``fcntl.flock``) for writing one log, held through the file
+    ``<log>.lock``, which holds the holder's pid. A second writer gets an ArgumentError naming
+    that pid. The kernel drops the lock when its holder dies, so a killed run never blocks the
+    next one; the file is removed on release."""
+
+    def __init__(self, log: str | os.PathLike, arg: str = "out"):
+        self.path = Path(str(log) + ".lock")
+        self.arg = arg
+        self._fd: int | None = None
+
+    def acquire(self) -> "LogLock":
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as e:
+                raise ArgumentError(self.arg, f"{self.arg}: cannot create {str(self.path)!r}: "
+                                              f"{e.strerror or type(e).__name__}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise ArgumentError(self.arg, f"{self.arg}: {str(self.path)[:-5]!r} is being written by another "
+                                              f"process (pid {holder}); wait for it or choose another file") from None
+            try:  # the file we locked may have been removed by a holder releasing meanwhile
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        os.close(self._fd)  # closing drops the lock
+        self._fd = None
+
+    def __enter__(self) -> "LogLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def _fmt(v: Any) -> str:

@@ -81,10 +81,8 @@ def quickstart(out_dir: str | Path, settings: QuickstartSettings = QuickstartSet
         model, config = load_model(run_dir)
         smooth = Smooth(model, config["num_classes"], s.sigma, channels_last=True)
         log = run_dir / "certify.tsv"
-        meta = {"model": str(run_dir), "config": config,
-                "certify": {"sigma": s.sigma, "N0": s.n0, "N": s.n, "alpha": s.alpha, "batch": s.certify_batch}}
         certify_dataset(smooth, test, log, n0=s.n0, n=s.n, alpha=s.alpha, batch_size=s.certify_batch,
-                        selection=Selection(s.skip, s.num_certify), seed=s.seed, meta=meta, progress=not quiet)
+                        selection=Selection(s.skip, s.num_certify), seed=s.seed, progress=not quiet)
         echo(f"[quickstart]   certified in {time.perf_counter() - t0:.1f}s -> {log}")
         logs.append(load_log(log))
     summary = summarize(logs, radii=parse_radii(RADII))

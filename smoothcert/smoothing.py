@@ -29,8 +29,9 @@ from torch import nn
 
 from .noise import GaussianNoise
 from .stats import abstain_test_pvalue, clopper_pearson_lower
+from .inference import allocate, chunk_candidates, memory_cap, prepare_model, probe_chunk_size
 from .sequential import ConfidenceSequence, StoppingRule, abstain_test_pvalues
-from .validation import check_alpha, check_int
+from .validation import ArgumentError, check_alpha, check_int
 
 ABSTAIN = -1
 
@@ -43,6 +44,53 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+class Workspace:
+    """The sampler's reusable buffers: ``noise`` (contiguous, one noise span) and ``batch`` (the
+    channels-last forward batch, used only where the input has more than one channel). Grown on
+    demand, never shrunk, so repeated calls allocate nothing."""
+
+    def __init__(self) -> None:
+        self.noise: torch.Tensor | None = None
+        self.batch: torch.Tensor | None = None
+
+    @staticmethod
+    def _fits(buf: torch.Tensor | None, rows: int, shape: tuple, device: torch.device, dtype: torch.dtype) -> bool:
+        return (buf is not None and buf.shape[0] >= rows and tuple(buf.shape[1:]) == shape
+                and buf.device == device and buf.dtype == dtype)
+
+    def get(self, name: str, rows: int, shape: tuple, device: torch.device, dtype: torch.dtype,
+            memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+        buf = getattr(self, name)
+        if not self._fits(buf, rows, shape, device, dtype):
+            setattr(self, name, None)  # free the old one before allocating
+            buf = allocate(rows, shape, device=device, dtype=dtype, memory_format=memory_format)
+            setattr(self, name, buf)
+        return buf[:rows]
+
+
+# -- sampler soundness checks (issue 12): the one place they live --------------------------------
+
+def _check_logits(logits: torch.Tensor, rows: int, num_classes: int) -> None:
+    """Logits of a forward batch of ``rows`` samples must be (rows, num_classes)."""
+    if logits.dim() != 2 or logits.shape[0] != rows:
+        raise ValueError(f"the model must return (batch, num_classes) logits: got shape {tuple(logits.shape)} "
+                         f"for a batch of {rows}")
+    if logits.shape[1] != num_classes:
+        raise ArgumentError("num_classes", f"num_classes={num_classes} but the model returned "
+                                           f"{logits.shape[1]} logits per sample")
+
+
+def _check_counts(counts: torch.Tensor, nonfinite: torch.Tensor, num: int) -> None:
+    """One host sync per call: no non-finite logits were seen, and each input's counts sum to num."""
+    bad_logits, bad_sums = torch.stack([nonfinite, (counts.sum(1) != num).sum()]).tolist()
+    if bad_logits:
+        raise ValueError(f"the model returned non-finite logits (NaN or inf) for {bad_logits} noisy samples: "
+                         "they cannot vote for a class")
+    assert not bad_sums, f"sampler bug: the counts of {bad_sums} inputs do not sum to num={num}"
+
+
+# -- the sampler ----------------------------------------------------------------------------------
+
 def sample_counts(
     model: Callable[[torch.Tensor], torch.Tensor],
     xs: torch.Tensor,
@@ -54,69 +102,114 @@ def sample_counts(
     *,
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
-    buffer: torch.Tensor | None = None,
+    buffer: Workspace | None = None,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     """Vote counts of f over ``num`` noisy copies of each input: a (B, num_classes) int64 tensor
     on the inputs' device.
 
     ``xs`` is (B, *shape) on the model's device. Samples are laid out input-major (input i owns
-    flat indices [i * num, (i + 1) * num)) and cut into forward batches of ``batch_size`` rows,
-    so a forward batch may hold the samples of several inputs. ``buffer`` (optional, at least
-    ``batch_size`` rows of xs's sample shape) is reused for the noisy batch.
+    flat indices [i * num, (i + 1) * num)). Noise is drawn in blocks of ``batch_size`` rows of
+    that layout (one ``noise.sample_`` call per block, into a contiguous buffer, in the logical
+    (N, C, H, W) order), so the samples -- and the counts, for a seeded generator -- depend on
+    the seed, ``batch_size`` and ``num`` only. The model runs in forward chunks of ``chunk_size``
+    rows (default ``batch_size``; a chunk holds part of one block or several whole blocks), which
+    therefore changes the speed, never the result. A chunk may hold the samples of several
+    inputs. With ``channels_last`` (and more than one channel) the noisy batch is written in the
+    channels-last format by the same pass that adds the input. ``buffer`` (a ``Workspace``) is
+    reused across calls.
+
+    Against the first release, for the same seed and ``batch_size``: identical noise where it
+    drew into a contiguous buffer (``channels_last=False``, or one input channel); different
+    noise for multi-channel inputs with ``channels_last`` (its default), where ``normal_`` on the
+    channels-last buffer took PyTorch's strided path, which yields other values (and ran 8x
+    slower). Counts can also move by a vote where BatchNorm folding changes float rounding.
     """
     num = check_int("num", num, 1)
-    batch_size = check_int("batch_size", batch_size, 1)
+    block = check_int("batch_size", batch_size, 1)
+    chunk = block if chunk_size is None else check_int("chunk_size", chunk_size, 1)
+    num_classes = check_int("num_classes", num_classes, 2)
     if xs.dim() < 2:
         raise ValueError(f"xs must be a batch (B, C, ...), got shape {tuple(xs.shape)}")
     B, shape = xs.shape[0], tuple(xs.shape[1:])
-    device = xs.device
-    rows = min(batch_size, B * num)
-    fmt = torch.channels_last if (channels_last and len(shape) == 3) else torch.contiguous_format
-    if (
-        buffer is None
-        or buffer.shape[0] < rows
-        or tuple(buffer.shape[1:]) != shape
-        or buffer.device != device
-        or buffer.dtype != xs.dtype
-    ):
-        buffer = torch.empty((rows, *shape), device=device, dtype=xs.dtype, memory_format=fmt)
+    device, total = xs.device, B * num
+    if chunk >= block:
+        chunk -= chunk % block  # whole blocks per chunk
+        span = chunk  # rows of noise drawn before they are used: chunk // block blocks
+    else:
+        span = block  # one block, run in several chunks
+    span = min(span, total)
+    chunk = min(chunk, span)
+    buffer = Workspace() if buffer is None else buffer
+    noise_buf = buffer.get("noise", span, shape, device, xs.dtype)
+    transpose = channels_last and len(shape) == 3 and shape[0] > 1
+    batch_buf = (buffer.get("batch", chunk, shape, device, xs.dtype, torch.channels_last) if transpose else None)
     counts = torch.zeros(B * num_classes, dtype=torch.long, device=device)
+    nonfinite = torch.zeros((), dtype=torch.long, device=device)
     autocast = (
         torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
     )
-    total = B * num
     with torch.inference_mode(), autocast:
-        for start in range(0, total, batch_size):
-            stop = min(start + batch_size, total)
-            batch = noise.sample_(buffer[: stop - start], generator)
-            first, last = start // num, (stop - 1) // num
-            if first == last:  # one input in this batch: broadcast, count directly
-                batch.add_(xs[first])
-                preds = model(batch).argmax(1)
-                seg = counts[first * num_classes : (first + 1) * num_classes]
-                seg.add_(torch.bincount(preds, minlength=num_classes))
-            else:
+        for s0 in range(0, total, span):
+            s1 = min(s0 + span, total)
+            for b0 in range(s0, s1, block):  # the noise: one draw per block, chunk-independent
+                noise.sample_(noise_buf[b0 - s0 : min(b0 + block, s1) - s0], generator)
+            for start in range(s0, s1, chunk):
+                stop = min(start + chunk, s1)
+                eps = noise_buf[start - s0 : stop - s0]
+                batch = batch_buf[: stop - start] if transpose else eps  # eps is used once: add in place
+                first, last = start // num, (stop - 1) // num
                 for i in range(first, last + 1):
                     a, b = max(start, i * num) - start, min(stop, (i + 1) * num) - start
-                    batch[a:b].add_(xs[i])
-                preds = model(batch).argmax(1)
-                owner = torch.arange(start, stop, device=device).div_(num, rounding_mode="floor") - first
-                keys = owner * num_classes + preds
-                seg = counts[first * num_classes : (last + 1) * num_classes]
-                seg.add_(torch.bincount(keys, minlength=(last - first + 1) * num_classes))
-    return counts.view(B, num_classes)
+                    torch.add(eps[a:b], xs[i], out=batch[a:b])
+                logits = model(batch)
+                _check_logits(logits, stop - start, num_classes)
+                nonfinite += (~torch.isfinite(logits)).any(1).sum()
+                preds = logits.argmax(1)
+                if first == last:  # one input in this chunk: count directly
+                    counts[first * num_classes : (first + 1) * num_classes] += torch.bincount(
+                        preds, minlength=num_classes)
+                else:
+                    owner = torch.arange(start, stop, device=device).div_(num, rounding_mode="floor") - first
+                    seg = counts[first * num_classes : (last + 1) * num_classes]
+                    seg += torch.bincount(owner * num_classes + preds, minlength=(last - first + 1) * num_classes)
+    counts = counts.view(B, num_classes)
+    _check_counts(counts, nonfinite, num)
+    return counts
 
 
 class Smooth:
     """A smoothed classifier around ``base_classifier`` (a model mapping (B, C, H, W) in pixel
     space to (B, num_classes) logits). Compatible with Cohen et al.'s ``core.Smooth``.
 
-    Options beyond the original (all keyword-only): ``amp_dtype`` (e.g. torch.bfloat16 on CUDA),
-    ``channels_last`` (default on: the noisy batches and the model use the channels-last memory
-    format, which changes only float rounding; on a 2-core CPU it ran LeNet 2.1x and the digits
-    CNN 3.3x faster and ResNet-20 at the same speed, see experiments/bench_certify.py),
-    ``compile`` (wrap the model in ``torch.compile``) and ``seed`` (a default generator so that
-    reruns are identical; a ``generator`` passed to a call takes precedence).
+    Options beyond the original (all keyword-only). ``Smooth`` runs an inference copy of
+    ``base_classifier`` (``inference.prepare_model``) and never changes the caller's model
+    (weights, memory format and training flag stay as they were); changes made to that model
+    after construction are not seen, so build a new ``Smooth`` (cheap) to certify new weights.
+    Effects below: certify samples/s with batch_size 1000, option on vs off, LeNet / ResNet-20,
+    one thread on the shared 2-core CPU (experiments/bench_certify.py, experiments/README.md):
+
+    * ``channels_last`` (default on): the copy and the noisy batches use the channels-last
+      memory format; only float rounding changes. 2.6x / 1.16x.
+    * ``fold_bn`` (default: on when ``base_classifier`` is in eval mode): BatchNorm folded into
+      the preceding conv/linear layer of the copy (same function up to float rounding).
+      ResNet-20 1.29x (LeNet has no BatchNorm).
+    * ``compile``: the copy wrapped in ``torch.compile``: 1.07x / 1.08x (inside the spread of
+      the repetitions), after a first call that compiles (60-110 s here, 8-14 s when cached).
+    * ``amp_dtype`` (e.g. ``torch.bfloat16``): forward passes under autocast. The certificate is
+      then a certificate for the bfloat16 model: deploy it at the same precision. 1.4x / 2.75x
+      on this CPU (AVX-512 BF16 and AMX); CPUs without bfloat16 units may be slower.
+    * ``chunk_size``: forward batch size; default None: the fastest of a few sizes up to each
+      call's ``batch_size``, found by a short timed probe the first time it matters and cached
+      (it runs the copy a few times on a constant input and draws no random numbers).
+      Results never depend on it (noise is drawn in blocks of ``batch_size`` rows, see
+      ``sample_counts``), so ``batch_size`` is what it is for a user: the memory bound and the
+      unit of the seeded noise stream.
+    * ``max_batch``: an upper bound on the forward chunk that replaces ``batch_size`` as the
+      memory bound (``"auto"``: derived from free memory, as ``--batch auto`` on the CLI); the
+      noise is still drawn in blocks of ``min(batch_size, max_batch)`` rows.
+    * ``seed``: a default generator so that reruns are identical (a ``generator`` passed to a
+      call takes precedence).
     """
 
     ABSTAIN = ABSTAIN
@@ -130,6 +223,9 @@ class Smooth:
         amp_dtype: torch.dtype | None = None,
         channels_last: bool | None = None,
         compile: bool = False,
+        fold_bn: bool | None = None,
+        chunk_size: int | None = None,
+        max_batch: int | str | None = None,
         seed: int | None = None,
     ):
         if not isinstance(base_classifier, nn.Module) and not callable(base_classifier):
@@ -144,40 +240,75 @@ class Smooth:
         self.device = model_device(base_classifier) if isinstance(base_classifier, nn.Module) else torch.device("cpu")
         self.amp_dtype = amp_dtype
         self.channels_last = True if channels_last is None else bool(channels_last)
-        if self.channels_last and isinstance(base_classifier, nn.Module):
-            base_classifier.to(memory_format=torch.channels_last)
-        self._forward = torch.compile(base_classifier) if compile else base_classifier
+        self.chunk_size = None if chunk_size is None else check_int("chunk_size", chunk_size, 1)
+        if max_batch is not None and max_batch != "auto":
+            max_batch = check_int("max_batch", max_batch, 1)
+        self.max_batch = max_batch
+        self._forward, self.inference_info = prepare_model(
+            base_classifier, fold_bn=fold_bn, channels_last=self.channels_last, compile=compile)
         self.generator: torch.Generator | None = None
         if seed is not None:
             self.generator = torch.Generator(device=self.device).manual_seed(int(seed))
-        self._buffer: torch.Tensor | None = None
+        self._buffer = Workspace()
+        self._chunks: dict[tuple, int] = {}  # (block, cap, shape, dtype) -> probed chunk size
+
+    @property
+    def model(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The inference copy the sampler runs (see ``inference.prepare_model``)."""
+        return self._forward
 
     # -- the sampler ---------------------------------------------------------------------
+    def _chunk(self, xs: torch.Tensor, num: int, block: int) -> tuple[int, int]:
+        """(noise block, forward chunk) for a call: the chunk is probed once per (block, cap,
+        shape, dtype) and cached."""
+        shape = tuple(xs.shape[1:])
+        cap = block
+        if self.max_batch == "auto":
+            key = ("cap", shape, xs.dtype)
+            if key not in self._chunks:
+                plain = getattr(self._forward, "_orig_mod", self._forward)
+                self._chunks[key] = memory_cap(plain, shape, self.device, xs.dtype)
+            cap = self._chunks[key]
+        elif self.max_batch is not None:
+            cap = self.max_batch
+        block = min(block, cap)
+        if self.chunk_size is not None:
+            return block, min(self.chunk_size, cap)
+        candidates = chunk_candidates(block, cap)
+        if len(candidates) == 1 or xs.shape[0] * num <= candidates[0]:
+            return block, block  # one chunk whatever the choice: nothing to probe
+        key = (block, cap, shape, xs.dtype)
+        if key not in self._chunks:
+            fmt = torch.channels_last if self.channels_last and len(shape) == 3 else torch.contiguous_format
+            self._chunks[key] = probe_chunk_size(self._forward, shape, candidates, device=self.device,
+                                                 dtype=xs.dtype, memory_format=fmt, amp_dtype=self.amp_dtype)
+        return block, self._chunks[key]
+
     def sample_counts(
         self, xs: torch.Tensor, num: int, batch_size: int, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """(B, num_classes) vote counts on the device for a batch ``xs`` (see ``sample_counts``)."""
-        model = self.base_classifier
-        was_training = isinstance(model, nn.Module) and model.training
-        if was_training:
-            model.eval()
+        batch_size = check_int("batch_size", batch_size, 1)
+        xs = xs.to(self.device)
         try:
-            counts = sample_counts(
+            block, chunk = self._chunk(xs, num, batch_size)
+            return sample_counts(
                 self._forward,
-                xs.to(self.device),
+                xs,
                 num,
                 self.noise,
                 self.num_classes,
-                batch_size,
+                block,
                 generator if generator is not None else self.generator,
                 amp_dtype=self.amp_dtype,
                 channels_last=self.channels_last,
                 buffer=self._buffer,
+                chunk_size=chunk,
             )
-        finally:
-            if was_training:
-                model.train()
-        return counts
+        except torch.OutOfMemoryError as exc:
+            raise ArgumentError("batch_size", f"batch_size={batch_size}: the forward pass ran out of memory on "
+                                              f"{self.device}: use a smaller batch_size (CLI: --batch, or --batch auto)"
+                                ) from exc
 
     def _as_batch(self, x: torch.Tensor, name: str, single: bool) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):

@@ -146,6 +146,7 @@ def test_selection_and_estimation_use_independent_draws():
     rec = Recorder()
     s = Smooth(rec, 2, 1.0, seed=0)
     s.certify(torch.zeros(1, 2, 2), n0=8, n=8, alpha=0.01, batch_size=100)
+    rec = s.model  # Smooth runs a copy of the caller's model
     assert len(rec.seen) == 2
     assert not torch.allclose(rec.seen[0], rec.seen[1])
     # within one draw, the noise rows differ too (no repeated noise vector)
@@ -154,9 +155,9 @@ def test_selection_and_estimation_use_independent_draws():
 
 def test_noise_scale_is_sigma():
     rec = Recorder()
-    s = Smooth(rec, 2, 0.3, seed=0)
+    s = Smooth(rec, 2, 0.3, seed=0, chunk_size=2000)
     s.sample_counts(torch.full((1, 1, 8, 8), 0.5), 2000, 2000)
-    noise = rec.seen[0] - 0.5
+    noise = s.model.seen[0] - 0.5  # Smooth runs a copy of the caller's model
     assert noise.std().item() == pytest.approx(0.3, rel=0.02)
     assert noise.mean().abs().item() < 0.01
 
@@ -226,3 +227,59 @@ def test_bf16_autocast_and_channels_last_on_cpu_agree_with_fp32():
         assert got.sum() == 800
         # same noise; only float rounding differs, so at most a few votes move
         assert (got - ref).abs().sum() <= 40
+
+
+# -- the sampler: chunk independence, soundness checks (speed helper, issue 17 / issue 12) ----------
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_seeded_counts_do_not_depend_on_the_chunk_size(channels):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(channels, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 5))
+    xs = torch.rand(3, channels, 6, 6)
+    noise = GaussianNoise(1.0)
+    runs = {}
+    for chunk in (1, 7, 50, 100, 300, 1000):
+        for cl in (False, True):
+            runs[chunk, cl] = sample_counts(net, xs, 250, noise, 5, 100, torch.Generator().manual_seed(9),
+                                            channels_last=cl, chunk_size=chunk)
+    ref = runs[100, False]
+    assert len(set(ref[0].tolist())) > 1  # the noise matters: not a constant classifier
+    for key, counts in runs.items():
+        assert torch.equal(counts, ref), key
+    s = Smooth(net, 5, 1.0)  # and through Smooth with the probed chunk
+    assert torch.equal(s.sample_counts(xs, 250, 100, torch.Generator().manual_seed(9)), ref)
+
+
+def test_counts_sum_to_num_for_every_packing():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 7))
+    for B, num, block, chunk in ((1, 1, 1, 1), (5, 3, 4, 2), (4, 10, 7, 21), (3, 100, 64, 16), (2, 33, 1000, 5)):
+        counts = sample_counts(net, torch.rand(B, 1, 2, 2), num, GaussianNoise(2.0), 7, block, chunk_size=chunk)
+        assert counts.shape == (B, 7)
+        assert counts.sum(1).tolist() == [num] * B
+
+
+class Logits(nn.Module):
+    def __init__(self, k: int, value: float = 1.0, every: int = 0):
+        super().__init__()
+        self.k, self.value, self.every = k, value, every
+
+    def forward(self, x):
+        out = torch.zeros(x.shape[0], self.k)
+        out[:, 0] = 1.0
+        if self.every:
+            out[:: self.every, 1] = self.value
+        return out
+
+
+def test_logits_of_the_wrong_width_are_an_error_naming_both_numbers():
+    with pytest.raises(ValueError, match=r"num_classes=3.*4 logits"):
+        Smooth(Logits(4), 3, 0.5).certify(torch.zeros(1, 2, 2), 10, 50, 0.01, 16)
+    with pytest.raises(ValueError, match=r"num_classes=5.*4 logits"):
+        sample_counts(Logits(4), torch.zeros(2, 1, 2, 2), 20, GaussianNoise(0.5), 5, 16)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_logits_are_an_error_not_a_vote(bad):
+    with pytest.raises(ValueError, match="non-finite"):
+        Smooth(Logits(3, bad, every=37), 3, 0.5).certify(torch.zeros(1, 2, 2), 10, 100, 0.01, 16)

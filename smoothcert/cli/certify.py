@@ -10,12 +10,32 @@ import click
 import torch
 
 from . import main
-from ..certification import Selection, certify_dataset, predict_dataset
+from ..certification import Selection, certify_dataset, predict_dataset, run_summary
 from ..runs import load_model_and_dataset
 from ..smoothing import Smooth
 from .common import resolve_device, user_errors
 
 _AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class _BatchType(click.ParamType):
+    """--batch: an integer >= 1 or 'auto'."""
+
+    name = "INTEGER|auto"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int | str:
+        if value == "auto" or isinstance(value, int):
+            return value
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"must be an integer or 'auto', got {value!r}", param, ctx)
+
+
+def _noise_block(batch: int | str) -> int:
+    """The batch_size handed to the library: --batch auto draws noise as --batch 1000 does (the
+    memory-derived cap on the forward chunk is Smooth's ``max_batch="auto"``)."""
+    return 1000 if batch == "auto" else int(batch)
 
 
 def _smoothing_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -27,7 +47,9 @@ def _smoothing_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--sigma", type=float, default=None,
                      help="Noise level (pixel scale, [0,1] data). Default: the sigma the model was trained with."),
         click.option("--alpha", type=float, default=0.001, show_default=True, help="Failure probability."),
-        click.option("--batch", "batch", type=int, default=1000, show_default=True, help="Forward batch size (noise samples)."),
+        click.option("--batch", "batch", type=_BatchType(), default="1000", show_default=True,
+                     help="Upper bound on the forward batch (noise samples; the fastest chunk up to it is probed), "
+                          "or 'auto': bounded by free memory (noise then drawn as with --batch 1000)."),
         click.option("--skip", type=int, default=1, show_default=True, help="Take every SKIP-th input of the split."),
         click.option("--max", "--max-inputs", "max_count", type=int, default=-1, show_default=True,
                      help="Process at most MAX inputs (counts selected inputs, not dataset indices as the original "
@@ -43,7 +65,7 @@ def _smoothing_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--channels-last/--no-channels-last", default=None,
                      help="Channels-last memory format for the model and the noisy batches (default: on)."),
         click.option("--compile", "compile_model", is_flag=True, help="Wrap the model in torch.compile."),
-        click.option("--quiet", is_flag=True, help="No progress bar."),
+        click.option("--quiet", is_flag=True, help="No progress bar, no summary line."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -52,11 +74,11 @@ def _smoothing_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def _prepare(model: Path, dataset: str | None, data_root: str | None, split: str, sigma: float | None,
              alpha: float, batch: int, device: str | None, amp: str, channels_last: bool | None,
-             compile_model: bool, out: Path) -> tuple[Smooth, Any, dict[str, Any]]:
+             compile_model: bool, out: Path) -> tuple[Smooth, Any]:
     """Validate flags, load the model and data, build the smoothed classifier."""
     if alpha <= 0 or alpha >= 1:
         raise click.BadParameter(f"must be in (0, 1), got {alpha}", param_hint="--alpha")
-    if batch < 1:
+    if batch != "auto" and batch < 1:
         raise click.BadParameter(f"must be >= 1, got {batch}", param_hint="--batch")
     if not out.parent.is_dir():
         raise click.BadParameter(f"folder {str(out.parent)!r} does not exist", param_hint="--out")
@@ -68,9 +90,8 @@ def _prepare(model: Path, dataset: str | None, data_root: str | None, split: str
     if sigma <= 0:
         raise click.BadParameter(f"must be > 0, got {sigma}", param_hint="--sigma")
     smooth = Smooth(net, int(config["num_classes"]), sigma, amp_dtype=_AMP[amp], channels_last=channels_last,
-                    compile=compile_model)
-    meta = {"model": str(model), "config": config, "dataset": ds.name, "split": split}
-    return smooth, ds, meta
+                    compile=compile_model, max_batch="auto" if batch == "auto" else None)
+    return smooth, ds  # the library records the model, its config and the settings in OUT.meta.json
 
 
 @main.command()
@@ -90,11 +111,13 @@ def certify(model: Path, dataset: str | None, data_root: str | None, split: str,
     for flag, v in (("--N0", n0), ("--N", n)):
         if v < 1:
             raise click.BadParameter(f"must be >= 1, got {v}", param_hint=flag)
-    smooth, ds, meta = _prepare(model, dataset, data_root, split, sigma, alpha, batch, device, amp, channels_last,
-                                compile_model, out)
-    meta["certify"] = {"sigma": smooth.sigma, "N0": n0, "N": n, "alpha": alpha, "batch": batch}
-    certify_dataset(smooth, ds, out, n0=n0, n=n, alpha=alpha, batch_size=batch, selection=Selection(skip, max_count),
-                    seed=seed, pack=pack, meta=meta, progress=not quiet and sys.stderr.isatty())
+    smooth, ds = _prepare(model, dataset, data_root, split, sigma, alpha, batch, device, amp, channels_last,
+                          compile_model, out)
+    report = certify_dataset(smooth, ds, out, n0=n0, n=n, alpha=alpha, batch_size=_noise_block(batch),
+                             selection=Selection(skip, max_count), seed=seed, pack=pack,
+                             progress=not quiet and sys.stderr.isatty())
+    if not quiet and report.rank == 0:
+        click.echo(run_summary(report))
 
 
 @main.command()
@@ -110,8 +133,10 @@ def predict(model: Path, dataset: str | None, data_root: str | None, split: str,
     """
     if n < 1:
         raise click.BadParameter(f"must be >= 1, got {n}", param_hint="--N")
-    smooth, ds, meta = _prepare(model, dataset, data_root, split, sigma, alpha, batch, device, amp, channels_last,
-                                compile_model, out)
-    meta["predict"] = {"sigma": smooth.sigma, "N": n, "alpha": alpha, "batch": batch}
-    predict_dataset(smooth, ds, out, n=n, alpha=alpha, batch_size=batch, selection=Selection(skip, max_count),
-                    seed=seed, pack=pack, meta=meta, progress=not quiet and sys.stderr.isatty())
+    smooth, ds = _prepare(model, dataset, data_root, split, sigma, alpha, batch, device, amp, channels_last,
+                          compile_model, out)
+    report = predict_dataset(smooth, ds, out, n=n, alpha=alpha, batch_size=_noise_block(batch),
+                             selection=Selection(skip, max_count), seed=seed, pack=pack,
+                             progress=not quiet and sys.stderr.isatty())
+    if not quiet and report.rank == 0:
+        click.echo(run_summary(report))

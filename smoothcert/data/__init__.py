@@ -22,6 +22,7 @@ class ImageDataset(Dataset):
     """Base class: subclasses set the metadata below and implement __len__/__getitem__."""
 
     name: str = ""
+    split: str | None = None  # "train"/"test" when loaded by get_dataset
     num_classes: int = 0
     input_shape: tuple[int, int, int] = (0, 0, 0)
     mean: tuple[float, ...] = ()
@@ -82,7 +83,9 @@ def get_dataset(name: str, split: str = "test", root: str | None = None, downloa
     entry = _REGISTRY[name]
     if entry.needs_root and root is None:
         raise ValueError(f"dataset {name!r} needs --data-root: {entry.help}")
-    return entry.loader(split=split, root=root, download=download)
+    ds = entry.loader(split=split, root=root, download=download)
+    ds.split = split  # recorded in certify logs' metadata
+    return ds
 
 
 from . import files, sklearn_digits, synthetic  # noqa: E402,F401  (register loaders)
