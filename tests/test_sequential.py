@@ -8,7 +8,9 @@ against alpha plus three Monte Carlo standard errors.
 """
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -270,3 +272,76 @@ def test_predict_sequential_stops_early_and_agrees():
     assert int(used[:8].max()) == 64 and int(used.max()) < 2_000
     p, n = smooth.predict_sequential(xs[0], 100_000, 0.001, 10_000)
     assert (p, n) == (1, 64)
+
+
+# -- dataset level and command line ----------------------------------------------------------------
+SEQ_CLI = ["--N0", "10", "--N", "2000", "--batch", "500", "--seed", "3", "--quiet", "--sequential"]
+
+
+def _rows(path):
+    from smoothcert.logs import read_tsv
+    header, rows = read_tsv(path)
+    t = header.index("time")
+    return header, [r[:t] + r[t + 1:] for r in rows]
+
+
+def test_cli_sequential_log_resume_and_seed(digits_run, runner, tmp_path):
+    from smoothcert.cli import main
+    from smoothcert.logs import CERTIFY_COLUMNS
+    full, part = tmp_path / "full.tsv", tmp_path / "part.tsv"
+    args = ["certify", str(digits_run), "--radii", "0:1:0.25", *SEQ_CLI]
+    assert runner.invoke(main, [*args, "--max", "6", "--out", str(full)]).exit_code == 0
+    assert runner.invoke(main, [*args, "--max", "3", "--out", str(part)]).exit_code == 0
+    r = runner.invoke(main, [*args, "--max", "6", "--out", str(part)])
+    assert r.exit_code == 0, r.output
+    header, rows = _rows(full)
+    assert tuple(header) == CERTIFY_COLUMNS + ("n_used",)  # Cohen's columns, then n_used
+    assert _rows(part) == (header, rows)  # resumed == uninterrupted (seeded)
+    for idx, label, pred, radius, correct, n_used in rows:
+        assert float(radius) in (0.0, 0.25, 0.5, 0.75, 1.0) and 1 <= int(n_used) <= 2000
+        assert int(correct) == int(int(pred) == int(label))
+    meta = json.loads(Path(str(full) + ".meta.json").read_text())
+    assert meta["certify"]["sequential"] is True and meta["certify"]["radii"] == [0, 0.25, 0.5, 0.75, 1.0]
+    # no grid: radius itself, tol recorded
+    out = tmp_path / "nogrid.tsv"
+    r = runner.invoke(main, ["certify", str(digits_run), *SEQ_CLI, "--tol", "0.05", "--max", "2", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(Path(str(out) + ".meta.json").read_text())["certify"]["tol"] == 0.05
+
+
+def test_resume_of_a_fixed_log_as_sequential_is_refused(digits_run, tmp_path):
+    from smoothcert import certify_dataset, load_model
+    from smoothcert.data import get_dataset
+    from smoothcert.runner import Selection
+    model, config = load_model(digits_run)
+    smooth = Smooth(model, config["num_classes"], config["sigma"])
+    digits = get_dataset("digits", "test")
+    out = tmp_path / "c.tsv"
+    certify_dataset(smooth, digits, out, 10, 200, 0.01, 64, selection=Selection(1, 2), seed=1)
+    with pytest.raises(ValueError, match="n_used|sequential"):  # refused: other columns, other settings
+        certify_dataset(smooth, digits, out, 10, 200, 0.01, 64, selection=Selection(1, 3), seed=1, sequential=True)
+    for kwargs, arg in ((dict(radii=[0.0]), "radii"), (dict(tol=0.1), "tol"),
+                        (dict(sequential=True, radii=[0.5, 0.1]), "radii"), (dict(sequential=True, tol=0.0), "tol")):
+        with pytest.raises(ArgumentError) as err:
+            certify_dataset(smooth, digits, tmp_path / "x.tsv", 10, 200, 0.01, 64, **kwargs)
+        assert err.value.arg == arg
+    assert not (tmp_path / "x.tsv").exists()
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--radii", "0:1:0.25"], "--radii"),
+    (["--tol", "0.1"], "--tol"),
+    (["--sequential", "--radii", "0.5,0.25"], "--radii"),
+    (["--sequential", "--radii", "-0.25,0.5"], "--radii"),
+    (["--sequential", "--radii", "a:b"], "--radii"),
+    (["--sequential", "--tol", "0"], "--tol"),
+    (["--sequential", "--tol", "-1"], "--tol"),
+    (["--sequential", "--N", "0"], "--N"),
+])
+def test_cli_sequential_errors_exit_2_one_line(digits_run, runner, tmp_path, args, needle):
+    from smoothcert.cli import main
+    r = runner.invoke(main, ["certify", str(digits_run), "--out", str(tmp_path / "o.tsv"), *args])
+    assert r.exit_code == 2
+    err = [line for line in r.output.splitlines() if line.startswith("Error")]
+    assert len(err) == 1 and needle in err[0], r.output
+    assert "Traceback" not in r.output and not (tmp_path / "o.tsv").exists()

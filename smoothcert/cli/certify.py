@@ -10,8 +10,10 @@ import click
 import torch
 
 from . import main
+from ..analysis import parse_radii
 from ..certification import Selection, certify_dataset, predict_dataset, run_summary
 from ..runs import load_model_and_dataset
+from ..sequential import check_radii
 from ..smoothing import Smooth
 from .common import resolve_device, user_errors
 
@@ -97,25 +99,48 @@ def _prepare(model: Path, dataset: str | None, data_root: str | None, split: str
 @main.command()
 @_smoothing_options
 @click.option("--N0", "n0", type=int, default=100, show_default=True, help="Selection samples.")
-@click.option("--N", "n", type=int, default=100_000, show_default=True, help="Estimation samples.")
+@click.option("--N", "n", type=int, default=100_000, show_default=True,
+              help="Estimation samples (with --sequential: the most an input may use, n_max).")
+@click.option("--sequential", is_flag=True,
+              help="Stop drawing estimation samples once the certificate cannot improve within --N "
+                   "(anytime-valid bound, same guarantee); the log gets a trailing column n_used.")
+@click.option("--radii", "radii_spec", default=None,
+              help="With --sequential: certify the largest radius of this grid (e.g. 0:2.5:0.25 or 0,0.5,1); "
+                   "the logged radius is that grid level. Default: the radius itself.")
+@click.option("--tol", type=float, default=None,
+              help="With --sequential and no --radii: stop once the samples left cannot raise the radius by "
+                   "more than TOL.  [default: 0.01 sigma]")
 @user_errors
 def certify(model: Path, dataset: str | None, data_root: str | None, split: str, sigma: float | None, alpha: float,
             batch: int, skip: int, max_count: int, out: Path, seed: int | None, pack: int, device: str | None,
-            amp: str, channels_last: bool | None, compile_model: bool, quiet: bool, n0: int, n: int) -> None:
+            amp: str, channels_last: bool | None, compile_model: bool, quiet: bool, n0: int, n: int,
+            sequential: bool, radii_spec: str | None, tol: float | None) -> None:
     """Certify the smoothed classifier on a dataset split (CERTIFY of Cohen et al., 2019).
 
     MODEL is a run directory written by `smoothcert train` or a checkpoint file (the reference
     code's cifar_resnet20/110 checkpoints work too). Writes one TSV line per input:
-    idx label predict radius correct time (predict -1 = abstain, radius in L2 pixel units).
+    idx label predict radius correct time (predict -1 = abstain, radius in L2 pixel units),
+    and with --sequential one more column n_used (estimation samples drawn).
     """
     for flag, v in (("--N0", n0), ("--N", n)):
         if v < 1:
             raise click.BadParameter(f"must be >= 1, got {v}", param_hint=flag)
+    radii = None
+    for flag, given in (("--radii", radii_spec is not None), ("--tol", tol is not None)):
+        if given and not sequential:
+            raise click.BadParameter("needs --sequential", param_hint=flag)
+    if radii_spec is not None:
+        try:
+            radii = check_radii(parse_radii(radii_spec))
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--radii") from None
+    if tol is not None and not tol > 0:
+        raise click.BadParameter(f"must be > 0, got {tol}", param_hint="--tol")
     smooth, ds = _prepare(model, dataset, data_root, split, sigma, alpha, batch, device, amp, channels_last,
                           compile_model, out)
     report = certify_dataset(smooth, ds, out, n0=n0, n=n, alpha=alpha, batch_size=_noise_block(batch),
                              selection=Selection(skip, max_count), seed=seed, pack=pack,
-                             progress=not quiet and sys.stderr.isatty())
+                             progress=not quiet and sys.stderr.isatty(), sequential=sequential, radii=radii, tol=tol)
     if not quiet and report.rank == 0:
         click.echo(run_summary(report))
 
