@@ -80,7 +80,7 @@ def run(sigma: float, mode: str, args) -> None:
     smooth = Smooth(model, 10, sigma)
     radii, tol, count = settings(sigma, mode, args)
     count = count if args.images is None else min(count, args.images)
-    indices = list(range(0, len(dataset), SKIP))[:count]
+    indices = list(range(0, len(dataset), SKIP))[args.start:count]
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"gauss-sigma{sigma}.{mode}.tsv"
     columns = COLUMNS + (["fixed_predict", "fixed_radius", "fixed_time"] if mode == "wallclock" else [])
@@ -190,6 +190,9 @@ def main() -> None:
     ap.add_argument("--nogrid-images", type=int, default=100)
     ap.add_argument("--wallclock-images", type=int, default=20)
     ap.add_argument("--images", type=int, default=None, help="certify only the first IMAGES of the 500 (a subset)")
+    ap.add_argument("--start", type=int, default=0,
+                    help="skip the first START of those images (a second process can take a later range; "
+                         "lines are appended whole)")
     ap.add_argument("--report", action="store_true")
     args = ap.parse_args()
     if args.report:
