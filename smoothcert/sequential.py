@@ -6,8 +6,9 @@ fixed schedule of cumulative sample counts ("looks") n_1 < n_2 < ... < n_K = n_m
 geometrically (default: 64, 96, 144, ... samples, x1.5 a look, 20 looks up to n_max = 100 000).
 Look k uses the one-sided Clopper–Pearson bound at level alpha_k, with sum_k alpha_k = alpha.
 
-  *Theorem* (Clopper & Pearson, 1934, with a union bound; e.g. Jennison & Turnbull, "Group
-  Sequential Methods", 2000, Sec. 2.3 on the Bonferroni bound for repeated looks). Let
+  *Theorem* (the one-sided Clopper–Pearson bound, Clopper & Pearson, Biometrika 1934, at each
+  look, combined by Boole's inequality over the looks -- the Bonferroni bound for repeated
+  looks at accumulating data of group-sequential testing). Let
   X_1, X_2, ... be i.i.d. Bernoulli(p) and L_k = CP_lower(S_{n_k}, n_k, alpha_k), where S_n is
   the number of successes among the first n. For each fixed k, P(p < L_k) <= alpha_k (the
   one-sided CP bound is exact-conservative). Hence
