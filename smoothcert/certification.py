@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from dataclasses import replace
+from typing import Any, Sequence
 
 import torch
 
@@ -31,8 +32,9 @@ from .data import ImageDataset
 from .logs import CERTIFY_COLUMNS, PREDICT_COLUMNS, floor_decimal, read_rows
 from .runner import RunReport, Selection, meta_path, run_logged
 from .runs import model_fingerprint, provenance
+from .sequential import check_radii
 from .smoothing import Smooth
-from .validation import check_alpha, check_int
+from .validation import ArgumentError, check_alpha, check_float, check_int
 
 RADIUS_PLACES = 4  # decimals of a logged radius (rounded down)
 # recorded setting -> the argument of certify_dataset it comes from (for error messages)
@@ -75,6 +77,9 @@ def certify_dataset(
     pack: int = 1,
     progress: bool = False,
     meta: dict[str, Any] | None = None,
+    sequential: bool = False,
+    radii: Sequence[float] | None = None,
+    tol: float | None = None,
     **options: Any,
 ) -> RunReport:
     """CERTIFY (Cohen et al., 2019) every selected input of ``dataset`` into the TSV log ``out``
@@ -82,25 +87,45 @@ def certify_dataset(
     samples share forward batches), which keeps a large device busy when the model is small and
     ``n`` is small. ``options`` (e.g. ``norm``, ``bound``) go to ``certify_batch`` and into the
     recorded settings; ``meta`` adds caller fields to the metadata (the runner's own keys win).
-    Returns a ``RunReport`` (usable as the log's path)."""
+    Returns a ``RunReport`` (usable as the log's path).
+
+    ``sequential=True``: ``Smooth.certify_sequential_batch`` with ``n`` as n_max, the grid
+    ``radii`` (the logged radius is then the certified grid level, a lower bound on the radius)
+    or the tolerance ``tol``; the log gets one more trailing column ``n_used`` (estimation
+    samples drawn) and the report counts the samples actually drawn."""
     _check_sampling(n0=n0, n=n, batch_size=batch_size, alpha=alpha)
     pack = check_int("pack", pack, 1)
-    norm, bound = smooth.check_options(**options)  # before any file is touched
+    if not sequential:
+        for name, value in (("radii", radii), ("tol", tol)):
+            if value is not None:
+                raise ArgumentError(name, f"{name} needs sequential=True (a sequential stopping rule)")
+    else:
+        radii = check_radii(radii)
+        if tol is not None:
+            tol = check_float("tol", tol, 0.0, lo_open=True)
     source, settings, recorded = _describe(smooth, meta)
-    # the norm and bound certified, always (norm None is the noise's natural norm), so a resume
-    # compares what was certified, not how it was asked for; logs from before several noises
-    # existed record neither and resume as Gaussian L2 one-sided runs
-    settings.update({"N0": n0, "N": n, "alpha": alpha, "pack": pack, **options, "norm": norm, "bound": bound})
+    settings.update({"N0": n0, "N": n, "alpha": alpha, "pack": pack, "sequential": bool(sequential), **options})
+    if sequential:
+        settings.update({"radii": None if radii is None else radii.tolist(), "tol": tol})
+    drawn = [0]
 
     def step(idx: list[int], xs: torch.Tensor, ys: torch.Tensor, gen: torch.Generator) -> list[list[Any]]:
-        pred, radius = smooth.certify_batch(xs, n0, n, alpha, batch_size, gen, **options)
-        return [[int(p), floor_decimal(float(r), RADIUS_PLACES), int(int(p) == y)]
-                for p, r, y in zip(pred, radius, ys.tolist())]
+        if not sequential:
+            pred, radius = smooth.certify_batch(xs, n0, n, alpha, batch_size, gen, **options)
+            return [[int(p), floor_decimal(float(r), RADIUS_PLACES), int(int(p) == y)]
+                    for p, r, y in zip(pred, radius, ys.tolist())]
+        pred, radius, used = smooth.certify_sequential_batch(xs, n0, n, alpha, batch_size, radii, tol, gen,
+                                                             **options)
+        drawn[0] += n0 * len(idx) + int(used.sum())
+        return [[int(p), floor_decimal(float(r), RADIUS_PLACES), int(int(p) == y), int(u)]
+                for p, r, y, u in zip(pred, radius, ys.tolist(), used.tolist())]
 
-    return run_logged(dataset, out, CERTIFY_COLUMNS, kind="certify", key="certify",
-                      indices=selection.indices(len(dataset)), per_batch=pack, step=step, device=smooth.device,
-                      seed=seed, settings=settings, recorded={**recorded, "batch": batch_size}, meta=source,
-                      selection=selection, samples_per_input=n0 + n, names=_NAMES, progress=progress)
+    report = run_logged(dataset, out, CERTIFY_COLUMNS + (("n_used",) if sequential else ()), kind="certify",
+                        key="certify", indices=selection.indices(len(dataset)), per_batch=pack, step=step,
+                        device=smooth.device, seed=seed, settings=settings, recorded={**recorded, "batch": batch_size},
+                        meta=source, selection=selection, samples_per_input=0 if sequential else n0 + n,
+                        names=_NAMES, progress=progress, trailing=1 if sequential else 0)
+    return replace(report, samples=drawn[0]) if sequential else report
 
 
 def predict_dataset(
@@ -153,6 +178,8 @@ def run_summary(report: RunReport) -> str:
     else:
         parts.append(f"accuracy {sum(correct) / max(n, 1):.4f}")
     parts.append(f"abstained {abstained}")
+    if "n_used" in h:
+        parts.append(f"mean estimation samples {sum(int(r[h['n_used']]) for r in rows) / max(n, 1):,.0f}")
     speed = f"{report.samples_per_second:,.0f} samples/s" if report.written else "nothing left to do"
     return f"{', '.join(parts)}; this run: {report.written} inputs, {speed} -> {report.path}"
 

@@ -231,9 +231,10 @@ def run_logged(dataset: Any, out: str | os.PathLike, columns: Sequence[str], *, 
                indices: list[int], per_batch: int, step: Step, device: torch.device, seed: int | None,
                settings: dict[str, Any], recorded: dict[str, Any] | None = None, meta: dict[str, Any] | None = None,
                selection: Selection | None = None, samples_per_input: int = 0, names: dict[str, str] | None = None,
-               progress: bool = False) -> RunReport:
+               progress: bool = False, trailing: int = 0) -> RunReport:
     """Run ``step`` over ``indices`` of ``dataset`` in batches of ``per_batch`` into the log
-    ``out`` (rows: idx, label, *step's tail, seconds per input); see the module doc for the
+    ``out`` (rows: idx, label, *step's tail, seconds per input; the last ``trailing`` values of
+    the tail go after the time, as extra trailing columns); see the module doc for the
     lock, resume, metadata, settings check, seed and process split. ``settings`` (checked on
     resume) and ``recorded`` (not checked) go to the metadata under ``key``; ``meta`` is the
     caller's provenance. ``names`` maps setting names to argument names for error messages."""
@@ -310,7 +311,8 @@ def run_logged(dataset: Any, out: str | os.PathLike, columns: Sequence[str], *, 
                 work += dt
                 for i, y, tail in zip(b, ys.tolist(), tails):
                     if i not in done:  # a batch cut short by a kill is recomputed whole, logged once
-                        log.write([i, y, *tail, round(dt / len(b), 4)])
+                        cut = len(tail) - trailing
+                        log.write([i, y, *tail[:cut], round(dt / len(b), 4), *tail[cut:]])
                         written += 1
                 bar.update(len(b))
                 if samples_per_input:

@@ -23,7 +23,7 @@ one forward batch. The host sees the counts once per call.
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ from torch import nn
 from .inference import allocate, chunk_candidates, memory_cap, prepare_model, probe_chunk_size
 from .noise import Noise, check_bound, get_noise
 from .stats import abstain_test_pvalue, clopper_pearson_lower, clopper_pearson_upper
+from .sequential import ConfidenceSequence, StoppingRule, abstain_test_pvalues
 from .validation import ArgumentError, check_alpha, check_int
 
 ABSTAIN = -1
@@ -485,3 +486,148 @@ class Smooth:
         """PREDICT one input ``x`` (C, H, W): the top class, or ABSTAIN. Returns a class other than
         g(x) with probability at most alpha."""
         return int(self.predict_batch(self._as_batch(x, "x", single=True), n, alpha, batch_size, generator)[0])
+
+    # -- sequential CERTIFY --------------------------------------------------------------
+    def certify_sequential_batch(
+        self,
+        xs: torch.Tensor,
+        n0: int,
+        n_max: int,
+        alpha: float,
+        batch_size: int,
+        radii: Sequence[float] | np.ndarray | None = None,
+        tol: float | None = None,
+        generator: torch.Generator | None = None,
+        *,
+        norm: str | None = None,
+        bound: str = "one-sided",
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """CERTIFY with a sequential stopping rule (``smoothcert.sequential``) for each input of
+        ``xs``: returns (predictions, radii, n_used), (B,) int64 / float64 / int64 tensors.
+
+        Selection is CERTIFY's (n0 samples pick cA). Estimation draws fresh samples in rounds up
+        to the looks of an anytime-valid Clopper–Pearson confidence sequence (union bound over
+        the looks) and stops each input once its certificate cannot improve within ``n_max``
+        samples: with a sorted grid ``radii`` the radius is the largest grid radius certified (a
+        lower bound on the radius the same samples certify), without it the radius itself
+        (to within ``tol``, default 0.01 sigma). With probability >= 1 - alpha every returned
+        radius is certified, whatever the stopping time. ``n_used`` counts estimation samples
+        (<= n_max). One host sync per round; only inputs still running draw samples. ``norm``
+        as in ``certify`` (the noise's radius for that norm); the bound is one-sided (the
+        confidence sequence bounds pA alone), ``bound="two-sided"`` is refused.
+        """
+        n0 = check_int("n0", n0, 1)
+        n_max = check_int("n_max", n_max, 1)
+        alpha = check_alpha(alpha)
+        batch_size = check_int("batch_size", batch_size, 1)
+        xs = self._as_batch(xs, "xs", single=False).to(self.device)
+        dim = int(xs[0].numel())
+        norm, bound = self.check_options(norm, bound, dim)
+        if bound != "one-sided":
+            raise ArgumentError("bound", f"bound: sequential certification bounds pA alone (one-sided), got {bound!r}")
+        rule = StoppingRule(self.noise, ConfidenceSequence.create(n_max, alpha), radii, tol, norm, dim)
+        B = xs.shape[0]
+        cA = self._counts(xs, n0, batch_size, generator).argmax(1)
+        cA_np = np.zeros(B, dtype=np.int64)
+        nA = np.zeros(B, dtype=np.int64)
+        n_used = np.zeros(B, dtype=np.int64)
+        radius = np.full(B, -np.inf)
+        running = np.arange(B)
+        drawn = 0
+        for k, n_k in enumerate(rule.cs.looks):
+            sel = torch.from_numpy(running).to(xs.device)
+            counts = self._counts(xs[sel], int(n_k) - drawn, batch_size, generator)
+            new = counts.gather(1, cA[sel, None]).squeeze(1)
+            top, new_np = torch.stack([cA[sel], new]).cpu().numpy()  # the one host sync of the round
+            drawn = int(n_k)
+            cA_np[running] = top
+            nA[running] += new_np
+            n_used[running] = drawn
+            stop, radius[running] = rule.step(nA[running], k)
+            running = running[~stop]
+            if running.size == 0:
+                break
+        certified = radius > -np.inf
+        pred = np.where(certified, cA_np, ABSTAIN)
+        radius = np.where(certified, np.maximum(radius, 0.0), 0.0)
+        return torch.from_numpy(pred), torch.from_numpy(radius.astype(np.float64)), torch.from_numpy(n_used)
+
+    def certify_sequential(
+        self,
+        x: torch.Tensor,
+        n0: int,
+        n_max: int,
+        alpha: float,
+        batch_size: int,
+        radii: Sequence[float] | np.ndarray | None = None,
+        tol: float | None = None,
+        generator: torch.Generator | None = None,
+        *,
+        norm: str | None = None,
+        bound: str = "one-sided",
+    ) -> tuple[int, float, int]:
+        """Sequential CERTIFY of one input ``x`` (C, H, W): (cA, radius, n_used) or
+        (ABSTAIN, 0.0, n_used); see ``certify_sequential_batch``."""
+        pred, radius, n_used = self.certify_sequential_batch(
+            self._as_batch(x, "x", single=True), n0, n_max, alpha, batch_size, radii, tol, generator,
+            norm=norm, bound=bound)
+        return int(pred[0]), float(radius[0]), int(n_used[0])
+
+    # -- sequential PREDICT --------------------------------------------------------------
+    def predict_sequential_batch(
+        self,
+        xs: torch.Tensor,
+        n_max: int,
+        alpha: float,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """PREDICT with early stopping for each input of ``xs``: (predictions, n_used), (B,)
+        int64 tensors (``ABSTAIN`` where undecided at n_max).
+
+        Samples are drawn in rounds up to the looks of ``ConfidenceSequence.create(n_max, alpha)``;
+        at look k the top two counts c1 >= c2 are tested as in PREDICT (two-sided binomial test
+        of c1 ~ Bin(c1 + c2, 1/2)) at level alpha_k, and the top class is returned once the test
+        rejects. Returning a class other than g(x) at look k needs a false rejection at level
+        alpha_k (Cohen et al., 2019, Theorem 2, for the fixed sample size n_k), so by the union
+        bound over the looks it happens with probability at most sum_k alpha_k = alpha, whatever
+        the stopping time.
+        """
+        n_max = check_int("n_max", n_max, 1)
+        alpha = check_alpha(alpha)
+        batch_size = check_int("batch_size", batch_size, 1)
+        cs = ConfidenceSequence.create(n_max, alpha)
+        xs = self._as_batch(xs, "xs", single=False).to(self.device)
+        B = xs.shape[0]
+        counts_total = torch.zeros(B, self.num_classes, dtype=torch.long, device=xs.device)
+        pred = np.full(B, ABSTAIN, dtype=np.int64)
+        n_used = np.zeros(B, dtype=np.int64)
+        running = np.arange(B)
+        drawn = 0
+        for k, n_k in enumerate(cs.looks):
+            sel = torch.from_numpy(running).to(xs.device)
+            counts_total[sel] += self._counts(xs[sel], int(n_k) - drawn, batch_size, generator)
+            top2 = counts_total[sel].topk(2, dim=1)
+            values, labels = torch.stack([top2.values, top2.indices]).cpu().numpy()  # one host sync
+            drawn = int(n_k)
+            n_used[running] = drawn
+            decided = abstain_test_pvalues(values[:, 0], values[:, 1]) <= cs.alphas[k]
+            pred[running[decided]] = labels[decided, 0]
+            running = running[~decided]
+            if running.size == 0:
+                break
+        return torch.from_numpy(pred), torch.from_numpy(n_used)
+
+    def predict_sequential(
+        self,
+        x: torch.Tensor,
+        n_max: int,
+        alpha: float,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+    ) -> tuple[int, int]:
+        """Sequential PREDICT of one input ``x`` (C, H, W): (class or ABSTAIN, n_used); see
+        ``predict_sequential_batch``."""
+        pred, n_used = self.predict_sequential_batch(self._as_batch(x, "x", single=True), n_max, alpha, batch_size,
+                                                     generator)
+        return int(pred[0]), int(n_used[0])

@@ -9,11 +9,13 @@ from typing import Any, Callable
 import click
 
 from . import main
+from ..analysis import parse_radii
 from ..certification import Selection, certify_dataset, predict_dataset, run_summary
 from ..noise import BOUNDS, NOISES, NORMS, config_noise
 from ..runs import load_model_and_dataset
+from ..sequential import check_radii
 from ..smoothing import Smooth
-from ..validation import check_alpha, check_int, check_output, check_sigma
+from ..validation import check_alpha, check_float, check_int, check_output, check_sigma
 from .common import (amp_dtype, amp_option, channels_last_option, data_options, device_option,
                      max_option, quiet_option, resolve_device, seed_option, user_errors)
 
@@ -100,33 +102,56 @@ def _prepare(model: Path, dataset: str | None, data_root: str | None, split: str
 @main.command()
 @_smoothing_options
 @click.option("--N0", "n0", type=int, default=100, show_default=True, help="Selection samples.")
-@click.option("--N", "n", type=int, default=100_000, show_default=True, help="Estimation samples.")
+@click.option("--N", "n", type=int, default=100_000, show_default=True,
+              help="Estimation samples (with --sequential: the most an input may use, n_max).")
 @click.option("--norm", default=None,
               help=f"Certified norm: {', '.join(NORMS)} (those the noise certifies). Default: the noise's own "
                    "(gaussian l2, laplace and uniform l1).")
 @click.option("--bound", default="one-sided", show_default=True,
               help=f"{' or '.join(BOUNDS)}: two-sided also bounds the runner-up class from above (alpha split "
                    "between the two bounds).")
+@click.option("--sequential", is_flag=True,
+              help="Stop drawing estimation samples once the certificate cannot improve within --N "
+                   "(anytime-valid bound, same guarantee); the log gets a trailing column n_used.")
+@click.option("--radii", "radii_spec", default=None,
+              help="With --sequential: certify the largest radius of this grid (e.g. 0:2.5:0.25 or 0,0.5,1); "
+                   "the logged radius is that grid level. Default: the radius itself.")
+@click.option("--tol", type=float, default=None,
+              help="With --sequential and no --radii: stop once the samples left cannot raise the radius by "
+                   "more than TOL.  [default: 0.01 sigma]")
 @user_errors
 def certify(model: Path, dataset: str | None, data_root: str | None, split: str, sigma: float | None,
             noise: str | None, alpha: float, batch: int | str, skip: int, max_count: int | None, out: Path,
             seed: int | None, pack: int, device: str | None, amp: str, channels_last: bool, compile_model: bool,
-            quiet: bool, n0: int, n: int, norm: str | None, bound: str) -> None:
+            quiet: bool, n0: int, n: int, norm: str | None, bound: str, sequential: bool, radii_spec: str | None,
+            tol: float | None) -> None:
     """Certify the smoothed classifier on a dataset split (CERTIFY of Cohen et al., 2019).
 
     MODEL is a run directory written by `smoothcert train` or a checkpoint file (the reference
     code's cifar_resnet20/110 checkpoints work too). Writes one TSV line per input:
     idx label predict radius correct time (predict -1 = abstain, radius in pixel units of the
-    --norm norm).
+    --norm norm), and with --sequential one more column n_used (estimation samples drawn).
     """
     check_int("n0", n0, 1)
     check_int("n", n, 1)
+    radii = None
+    for flag, given in (("--radii", radii_spec is not None), ("--tol", tol is not None)):
+        if given and not sequential:
+            raise click.BadParameter("needs --sequential", param_hint=flag)
+    if radii_spec is not None:
+        try:
+            radii = check_radii(parse_radii(radii_spec))
+        except ValueError as e:
+            raise click.BadParameter(str(e).splitlines()[0], param_hint="--radii") from None
+    if tol is not None:
+        check_float("tol", tol, 0.0, lo_open=True)
     smooth, ds = _prepare(model, dataset, data_root, split, sigma, noise, alpha, batch, device, amp, channels_last,
                           compile_model, out)
     norm, bound = smooth.check_options(norm, bound)  # --norm/--bound for this noise, before the log is created
     report = certify_dataset(smooth, ds, out, n0=n0, n=n, alpha=alpha, batch_size=_noise_block(batch),
                              selection=selection(skip, max_count), seed=seed, pack=pack,
-                             progress=not quiet and sys.stderr.isatty(), norm=norm, bound=bound)
+                             progress=not quiet and sys.stderr.isatty(), norm=norm, bound=bound,
+                             sequential=sequential, radii=radii, tol=tol)
     if not quiet and report.rank == 0:
         click.echo(run_summary(report))
 
