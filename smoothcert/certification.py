@@ -103,8 +103,15 @@ def certify_dataset(
         radii = check_radii(radii)
         if tol is not None:
             tol = check_float("tol", tol, 0.0, lo_open=True)
+    norm, bound = smooth.check_options(**options)  # before any file is touched
+    if sequential and bound != "one-sided":
+        raise ArgumentError("bound", f"bound: sequential certification bounds pA alone (one-sided), got {bound!r}")
     source, settings, recorded = _describe(smooth, meta)
-    settings.update({"N0": n0, "N": n, "alpha": alpha, "pack": pack, "sequential": bool(sequential), **options})
+    # the norm and bound certified, always (norm None is the noise's natural norm), so a resume
+    # compares what was certified, not how it was asked for; logs from before several noises
+    # existed record neither and resume as Gaussian L2 one-sided runs (runner.LEGACY_DEFAULTS)
+    settings.update({"N0": n0, "N": n, "alpha": alpha, "pack": pack, **options, "norm": norm, "bound": bound,
+                     "sequential": bool(sequential)})
     if sequential:
         settings.update({"radii": None if radii is None else radii.tolist(), "tol": tol})
     drawn = [0]
