@@ -6,9 +6,9 @@ A small CPU protocol (about 15 minutes on one core), the same for the four runs:
   images for the corruption benchmark (``smoothcert.corruptions``: 12 corruptions x severities
   1..5, CIFAR-10-C parameters, seed 0);
 * model: cifar_resnet20 with 1 input channel on 28x28 inputs (LeNet has no residual blocks, so it
-  cannot take DuBIN); ``--norm bn`` for normal training and AugMix, ``--norm dubin`` for AugMax,
-  and a control run of normal training with ``--norm dubin`` (DuBIN's InstanceNorm half alone
-  removes per-image brightness and contrast changes);
+  cannot take DuBIN); BatchNorm (``train --normalize bn``) for normal training and AugMix, DuBIN
+  (``--normalize dubin``) for AugMax, and a control run of normal training with DuBIN (its
+  InstanceNorm half alone removes per-image brightness and contrast changes);
 * training: ``smoothcert.train.train``, SGD (momentum 0.9, weight decay 1e-4), batch 64, lr 0.05
   on a cosine schedule, ``--epochs`` epochs, seed 0; methods ``gauss`` with sigma 0 (plain
   cross-entropy), ``augmix`` (lambda 12) and ``augmax`` (lambda 10, 5 steps of size 0.1) with

@@ -2,7 +2,8 @@
 
 * ``gaussian``: x + N(0, sigma^2 I) (via ``smoothcert.noise``).
 * ``crop_flip``: random crop after zero padding plus random horizontal flip (the standard
-  CIFAR/SVHN training augmentation), one crop and flip per image.
+  CIFAR/SVHN training augmentation), one crop and flip per image; ``crop``: the same without
+  the flip (a random translation: digits).
 * ``cutout`` (DeVries & Taylor, 2017): a size x size square, centred on a uniform pixel and
   clipped at the border, set to ``fill``.
 * ``mixup`` (Zhang et al., 2018): x' = lam x + (1 - lam) x_perm, lam ~ Beta(alpha, alpha).
@@ -18,12 +19,15 @@ batch gets its own parameters (lam, box, offset); mixing partners are one permut
 
 Mixing augmentations need soft labels. ``LabelMix`` holds them without knowing the number of
 classes: target_b = sum_j weights[j, b] * e_{labels[j, b]}; hard labels are the case J = 1.
-``Augmentation("crop-flip+cutmix", sigma=0.25)`` chains augmentations by name (the spec of
-``--augment``; see ``Augmentation``).
+``get_augmentation(name, **kw)`` returns the ready-made augmentation ``name`` as a callable
+``augment(x, y) -> (x_aug, y_aug)`` on a batch, the form ``maxup_loss`` and the ``maxup`` method
+take (any such callable works there, for any data: see ``smoothcert.methods.maxup``).
+``Augmentation("crop-flip+cutmix", sigma=0.25)`` chains them by name (the spec of ``--augment``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -31,7 +35,9 @@ import torch.nn.functional as F
 from scipy.special import betaincinv
 
 from .losses import soft_cross_entropy
-from .noise import add_gaussian_noise
+from .noise import add_gaussian_noise, get_noise, training_noise
+from .registry import Registry
+from .validation import ArgumentError, check_sigma
 
 
 # -- labels --------------------------------------------------------------------------------------
@@ -106,9 +112,11 @@ def gaussian(x: torch.Tensor, sigma: float, generator: torch.Generator | None = 
     return add_gaussian_noise(x, sigma, generator)
 
 
-def crop_flip(x: torch.Tensor, padding: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def crop_flip(x: torch.Tensor, padding: int, generator: torch.Generator | None = None,
+              flip: bool = True) -> torch.Tensor:
     """Per image: a random H x W crop of the image zero-padded by ``padding`` on each side (offsets
-    uniform in 0..2*padding), then a horizontal flip with probability 1/2."""
+    uniform in 0..2*padding), then (with ``flip``) a horizontal flip with probability 1/2.
+    ``flip=False`` is a random translation by up to ``padding`` pixels (digits, text)."""
     _check_images(x)
     if isinstance(padding, bool) or int(padding) != padding or padding < 0:
         raise ValueError(f"padding must be an integer >= 0, got {padding!r}")
@@ -116,7 +124,7 @@ def crop_flip(x: torch.Tensor, padding: int, generator: torch.Generator | None =
     p = int(padding)
     oy = torch.randint(0, 2 * p + 1, (B,), generator=generator)
     ox = torch.randint(0, 2 * p + 1, (B,), generator=generator)
-    flip = torch.rand(B, generator=generator) < 0.5
+    flip = torch.rand(B, generator=generator) < 0.5 if flip else torch.zeros(B, dtype=torch.bool)
     dev = x.device
     rows = (oy[:, None] + torch.arange(H)).to(dev)
     cols = ox[:, None] + torch.arange(W)
@@ -156,10 +164,9 @@ def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None,
     return x.masked_fill(mask, fill)
 
 
-def mixup(x: torch.Tensor, y: torch.Tensor | LabelMix, alpha: float = 1.0,
-          generator: torch.Generator | None = None) -> tuple[torch.Tensor, LabelMix]:
-    """MixUp: x' = lam x + (1 - lam) x[perm], target lam y + (1 - lam) y[perm], lam ~ Beta(alpha,
-    alpha) per image, ``perm`` a random permutation of the batch."""
+def _mixup_images(x: torch.Tensor, alpha: float, generator: torch.Generator | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MixUp's images, its permutation and its per-image lam (on x's device)."""
     _check_images(x)
     alpha = _check_alpha(alpha)
     B = x.shape[0]
@@ -167,14 +174,20 @@ def mixup(x: torch.Tensor, y: torch.Tensor | LabelMix, alpha: float = 1.0,
     perm = torch.randperm(B, generator=generator)
     lam, perm = lam.to(x.device), perm.to(x.device)
     lam_x = lam.to(x.dtype).view(-1, 1, 1, 1)
-    return lam_x * x + (1 - lam_x) * x[perm], _as_labels(y).mixed_with(perm, lam)
+    return lam_x * x + (1 - lam_x) * x[perm], perm, lam
 
 
-def cutmix(x: torch.Tensor, y: torch.Tensor | LabelMix, alpha: float = 1.0,
-           generator: torch.Generator | None = None) -> tuple[torch.Tensor, LabelMix]:
-    """CutMix: per image, lam ~ Beta(alpha, alpha) and a box of side ratio sqrt(1 - lam) with a
-    uniform centre (clipped at the border) is filled from x[perm]; the target is
-    lam' y + (1 - lam') y[perm] with lam' = 1 - (box area) / (H W), the area actually pasted."""
+def mixup(x: torch.Tensor, y: torch.Tensor | LabelMix, alpha: float = 1.0,
+          generator: torch.Generator | None = None) -> tuple[torch.Tensor, LabelMix]:
+    """MixUp: x' = lam x + (1 - lam) x[perm], target lam y + (1 - lam) y[perm], lam ~ Beta(alpha,
+    alpha) per image, ``perm`` a random permutation of the batch."""
+    x2, perm, lam = _mixup_images(x, alpha, generator)
+    return x2, _as_labels(y).mixed_with(perm, lam)
+
+
+def _cutmix_images(x: torch.Tensor, alpha: float, generator: torch.Generator | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CutMix's images, its permutation and the per-image label weight lam' (on x's device)."""
     _check_images(x)
     alpha = _check_alpha(alpha)
     B, _, H, W = x.shape
@@ -186,7 +199,16 @@ def cutmix(x: torch.Tensor, y: torch.Tensor | LabelMix, alpha: float = 1.0,
     lam_adj = 1.0 - ((y1 - y0) * (x1 - x0)).float() / float(H * W)
     mask = _box_mask(y0, y1, x0, x1, H, W, x.device)
     perm = perm.to(x.device)
-    return torch.where(mask, x[perm], x), _as_labels(y).mixed_with(perm, lam_adj.to(x.device))
+    return torch.where(mask, x[perm], x), perm, lam_adj.to(x.device)
+
+
+def cutmix(x: torch.Tensor, y: torch.Tensor | LabelMix, alpha: float = 1.0,
+           generator: torch.Generator | None = None) -> tuple[torch.Tensor, LabelMix]:
+    """CutMix: per image, lam ~ Beta(alpha, alpha) and a box of side ratio sqrt(1 - lam) with a
+    uniform centre (clipped at the border) is filled from x[perm]; the target is
+    lam' y + (1 - lam') y[perm] with lam' = 1 - (box area) / (H W), the area actually pasted."""
+    x2, perm, lam = _cutmix_images(x, alpha, generator)
+    return x2, _as_labels(y).mixed_with(perm, lam)
 
 
 def downsample(x: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -202,55 +224,190 @@ def downsample(x: torch.Tensor, resolution: int) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
+# -- the registry of ready-made augmentations -------------------------------------------------------
+AugmentFn = Callable[[Any, Any], tuple[Any, Any]]  # augment(x, y) -> (x_aug, y_aug), on a whole batch
+
+# name -> factory(**kw) -> augment; ``AUGMENTATIONS.get`` raises ArgumentError("augment") for unknown names
+AUGMENTATIONS: Registry[Callable[..., AugmentFn]] = Registry("augmentation", "augment")
+_VALUE: dict[str, str] = {}  # name -> the factory's argument that a chain spec's ``:value`` sets
+
+
+def register_augmentation(name: str, value: str | None = None
+                          ) -> Callable[[Callable[..., AugmentFn]], Callable[..., AugmentFn]]:
+    """Register ``factory(**kw) -> augment`` in ``AUGMENTATIONS`` under ``name``; ``value``: the
+    keyword that a chain spec's ``name:value`` sets."""
+    def deco(factory: Callable[..., AugmentFn]) -> Callable[..., AugmentFn]:
+        AUGMENTATIONS.add(name, factory)
+        if value is not None:
+            _VALUE[name] = value
+        return factory
+
+    return deco
+
+
+def list_augmentations() -> list[str]:
+    return AUGMENTATIONS.names()
+
+
+def get_augmentation(name: str, **kw: Any) -> AugmentFn:
+    """The ready-made augmentation ``name`` with parameters ``kw``: a callable ``augment(x, y) ->
+    (x_aug, y_aug)`` on a batch, e.g. ``get_augmentation("cutout", size=8)``. Labels pass through
+    augmentations that do not mix; mixing ones return ``LabelMix`` for hard labels (``LabelMix``
+    in, ``LabelMix`` out) and a mixed (B, K) tensor for (B, K) soft labels. ArgumentError for an
+    unknown name or a bad parameter."""
+    factory = AUGMENTATIONS.get(name)
+    try:
+        return factory(**kw)
+    except TypeError as e:  # unknown keyword
+        raise ArgumentError("augment", f"augment: {name}: {e}") from None
+
+
+def _mix_labels(y: Any, perm: torch.Tensor, lam: torch.Tensor) -> Any:
+    """lam * y + (1 - lam) * y[perm] per sample: a LabelMix for hard labels, a tensor for (B, K)."""
+    if isinstance(y, torch.Tensor) and y.dim() == 2 and y.is_floating_point():
+        w = lam.to(y.dtype).view(-1, 1)
+        return w * y + (1 - w) * y[perm]
+    return _as_labels(y).mixed_with(perm, lam)
+
+
+def _side(x: torch.Tensor, value: int | None, divisor: int) -> int:
+    return int(value) if value is not None else max(1, min(x.shape[-2:]) // divisor)
+
+
+def _check_pixels(name: str, what: str, value: Any, minimum: int) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value)
+                              or value < minimum):
+        raise ArgumentError("augment", f"augment: {name}'s {what} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_positive(name: str, what: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not np.isfinite(value):
+        raise ArgumentError("augment", f"augment: {name}'s {what} must be > 0, got {value!r}")
+
+
+@register_augmentation("gaussian")
+def _gaussian_aug(sigma: float) -> AugmentFn:
+    """x + N(0, sigma^2 I)."""
+    check_sigma(sigma, positive=True)
+    return lambda x, y: (gaussian(x, sigma), y)
+
+
+@register_augmentation("crop-flip", "padding")
+def _crop_flip_aug(padding: int | None = None) -> AugmentFn:
+    """``crop_flip``; padding default: side // 8 (at least 1)."""
+    _check_pixels("crop-flip", "padding (pixels)", padding, 0)
+    return lambda x, y: (crop_flip(x, _side(x, padding, 8)), y)
+
+
+@register_augmentation("crop", "padding")
+def _crop_aug(padding: int | None = None) -> AugmentFn:
+    """``crop_flip`` without the flip (a random translation); padding default: side // 8."""
+    _check_pixels("crop", "padding (pixels)", padding, 0)
+    return lambda x, y: (crop_flip(x, _side(x, padding, 8), flip=False), y)
+
+
+@register_augmentation("cutout", "size")
+def _cutout_aug(size: int | None = None) -> AugmentFn:
+    """``cutout``; size default: side // 2."""
+    _check_pixels("cutout", "size (pixels)", size, 1)
+    return lambda x, y: (cutout(x, _side(x, size, 2)), y)
+
+
+@register_augmentation("cutmix", "alpha")
+def _cutmix_aug(alpha: float = 1.0) -> AugmentFn:
+    """``cutmix`` with Beta(alpha, alpha)."""
+    _check_positive("cutmix", "alpha", alpha)
+
+    def aug(x: torch.Tensor, y: Any) -> tuple[torch.Tensor, Any]:
+        x2, perm, lam = _cutmix_images(x, alpha)
+        return x2, _mix_labels(y, perm, lam)
+
+    return aug
+
+
+@register_augmentation("mixup", "alpha")
+def _mixup_aug(alpha: float = 1.0) -> AugmentFn:
+    """``mixup`` with Beta(alpha, alpha)."""
+    _check_positive("mixup", "alpha", alpha)
+
+    def aug(x: torch.Tensor, y: Any) -> tuple[torch.Tensor, Any]:
+        x2, perm, lam = _mixup_images(x, alpha)
+        return x2, _mix_labels(y, perm, lam)
+
+    return aug
+
+
+def _identity(x: Any, y: Any) -> tuple[Any, Any]:
+    return x, y
+
+
+def with_gaussian(augment: AugmentFn, sigma: float, noise: str = "gaussian") -> AugmentFn:
+    """``augment`` followed by the smoothing noise at ``sigma`` (x + N(0, sigma^2 I) for
+    ``gaussian``; ``noise``: any name of ``smoothcert.noise.NOISES``); ``augment`` itself for
+    sigma 0."""
+    sigma = check_sigma(sigma)
+    if sigma == 0:
+        return augment
+    perturb = (lambda x: gaussian(x, sigma)) if noise == "gaussian" else get_noise(noise, sigma).perturb
+
+    def aug(x: Any, y: Any) -> tuple[Any, Any]:
+        xa, ya = augment(x, y)
+        return perturb(xa), ya
+
+    return aug
+
+
 # -- chains --------------------------------------------------------------------------------------
-AUGMENTATIONS = ("gaussian", "crop-flip", "cutout", "cutmix", "mixup")
-_VALUE = {"crop-flip": "padding (pixels)", "cutout": "size (pixels)", "cutmix": "alpha", "mixup": "alpha"}
-
-
 class Augmentation:
     """A chain of augmentations from a spec like ``"crop-flip+cutmix:0.5"``: names from
-    ``AUGMENTATIONS`` joined by ``+``, each with an optional ``:value`` -- crop-flip's padding
-    (default side // 8, at least 1), cutout's size (default side // 2), cutmix's and mixup's
-    alpha (default 1.0). ``gaussian`` takes no value: it adds N(0, sigma^2 I) with the ``sigma``
-    given here. With sigma > 0 and no ``gaussian`` in the chain, the noise is appended as the
-    last step, so that every training input is a noisy input (the model can be certified).
+    ``list_augmentations()`` joined by ``+``, each with an optional ``:value`` -- crop-flip's and crop's
+    padding (default side // 8, at least 1), cutout's size (default side // 2), cutmix's and
+    mixup's alpha (default 1.0). ``gaussian`` takes no value: it adds N(0, sigma^2 I) with the
+    ``sigma`` given here. With sigma > 0 and no ``gaussian`` in the chain, the noise is appended
+    as the last step, so that every training input is a noisy input (the model can be certified).
+    Each step is ``get_augmentation(name, value)``.
 
-    ``"none"`` is the empty chain (just the noise, if sigma > 0).
+    ``"none"`` is the empty chain (just the noise, if sigma > 0). ``noise`` names the smoothing
+    noise the noise step draws (``smoothcert.noise.NOISES``; the step is spelled ``gaussian``
+    in specs, and only the implied final step may draw another noise).
 
     ``aug(x, y) -> (x', LabelMix)``, with the global RNGs (CPU for parameters, x's device for noise).
     """
 
-    def __init__(self, spec: str, sigma: float = 0.0):
+    def __init__(self, spec: str, sigma: float = 0.0, noise: str = "gaussian"):
         if not isinstance(spec, str) or not spec.strip():
-            raise ValueError(f"augment must be a non-empty string like 'cutmix' or 'crop-flip+cutout:8', got {spec!r}")
-        if not (float(sigma) >= 0):
-            raise ValueError(f"sigma must be >= 0, got {sigma!r}")
-        self.sigma = float(sigma)
+            raise ArgumentError("augment", f"augment must be a non-empty string like 'cutmix' or 'crop-flip+cutout:8', "
+                                           f"got {spec!r}")
+        self.sigma = check_sigma(sigma)
+        self.noise = training_noise(noise, self.sigma)
         steps: list[tuple[str, float | None]] = []
         for part in ([] if spec.strip() == "none" else spec.replace(" ", "").split("+")):
             name, _, raw = part.partition(":")
-            if name not in AUGMENTATIONS:
-                raise ValueError(f"augment: unknown augmentation {name!r}; choose from {', '.join(AUGMENTATIONS)}")
+            AUGMENTATIONS.get(name)  # ArgumentError("augment") listing the choices if unknown
             value: float | None = None
             if raw:
                 if name == "gaussian":
-                    raise ValueError("augment: gaussian takes no value (its sigma is --sigma)")
+                    raise ArgumentError("augment", "augment: gaussian takes no value (its sigma is --sigma)")
+                if name not in _VALUE:
+                    raise ArgumentError("augment", f"augment: {name} takes no value, got {raw!r}")
                 try:
                     value = float(raw)
                 except ValueError:
-                    raise ValueError(f"augment: {name}'s {_VALUE[name]} must be a number, got {raw!r}") from None
-                if name in ("crop-flip", "cutout") and (value != int(value) or value < (0 if name == "crop-flip" else 1)):
-                    raise ValueError(f"augment: {name}'s {_VALUE[name]} must be an integer >= "
-                                     f"{0 if name == 'crop-flip' else 1}, got {raw!r}")
-                if name in ("cutmix", "mixup") and not value > 0:
-                    raise ValueError(f"augment: {name}'s alpha must be > 0, got {raw!r}")
+                    raise ArgumentError("augment", f"augment: {name}'s {_VALUE[name]} must be a number, "
+                                                   f"got {raw!r}") from None
             steps.append((name, value))
         has_noise = any(n == "gaussian" for n, _ in steps)
         if has_noise and self.sigma == 0:
-            raise ValueError("augment: gaussian needs sigma > 0 (--sigma)")
+            raise ArgumentError("augment", "augment: gaussian needs sigma > 0 (--sigma)")
+        if has_noise and self.noise != "gaussian":
+            raise ArgumentError("augment", f"augment: gaussian in the chain conflicts with noise {self.noise}")
         if self.sigma > 0 and not has_noise:
             steps.append(("gaussian", None))
         self.steps = steps
+        self._fns = [with_gaussian(_identity, self.sigma, self.noise) if n == "gaussian" else
+                     get_augmentation(n, **({} if v is None else {_VALUE[n]: int(v) if v.is_integer() and n not in
+                                                                  ("cutmix", "mixup") else v}))
+                     for n, v in steps]
 
     @property
     def mixes_labels(self) -> bool:
@@ -264,23 +421,14 @@ class Augmentation:
     def __call__(self, x: torch.Tensor, y: torch.Tensor | LabelMix) -> tuple[torch.Tensor, LabelMix]:
         _check_images(x)
         target = _as_labels(y)
-        side = min(x.shape[-2:])
-        for name, value in self.steps:
-            if name == "gaussian":
-                x = gaussian(x, self.sigma)
-            elif name == "crop-flip":
-                x = crop_flip(x, int(value) if value is not None else max(1, side // 8))
-            elif name == "cutout":
-                x = cutout(x, int(value) if value is not None else max(1, side // 2))
-            elif name == "cutmix":
-                x, target = cutmix(x, target, 1.0 if value is None else value)
-            else:  # mixup
-                x, target = mixup(x, target, 1.0 if value is None else value)
+        for fn in self._fns:
+            x, target = fn(x, target)
         return x, target
 
     def __repr__(self) -> str:
         return f"Augmentation({self.spec!r}, sigma={self.sigma})"
 
 
-__all__ = ["AUGMENTATIONS", "Augmentation", "LabelMix", "crop_flip", "cutmix", "cutout", "downsample", "gaussian",
-           "mixup", "sample_beta"]
+__all__ = ["AUGMENTATIONS", "AugmentFn", "Augmentation", "LabelMix", "crop_flip", "cutmix", "cutout", "downsample",
+           "gaussian", "get_augmentation", "list_augmentations", "mixup", "register_augmentation", "sample_beta",
+           "with_gaussian"]

@@ -15,8 +15,9 @@ lock, resume, metadata, settings check, seed and torchrun split. Here:
 * The metadata ``<out>.meta.json`` records the model (its run directory and training config
   when it came from ``load_model``; always a SHA-256 of its weights), the dataset and split,
   the settings under ``"certify"`` / ``"predict"`` (sigma, noise, N0, N, alpha, pack, the
-  ``options`` passed to Smooth, and the batch size and AMP settings, which a resume may
-  change) and the seed. A resume with other settings is refused naming the setting.
+  ``options`` passed to Smooth -- for certify always the checked ``norm`` and ``bound`` --, and
+  the batch size and AMP settings, which a resume may change) and the seed. A resume with
+  other settings is refused naming the setting.
 """
 from __future__ import annotations
 
@@ -102,8 +103,18 @@ def certify_dataset(
         radii = check_radii(radii)
         if tol is not None:
             tol = check_float("tol", tol, 0.0, lo_open=True)
+    norm, bound = smooth.check_options(**options)  # before any file is touched
+    if sequential:  # the sequential rule certifies the noise's natural norm with a one-sided bound
+        if norm != smooth.noise.natural_norm:
+            raise ArgumentError("norm", f"norm {norm!r}: sequential=True certifies {smooth.noise.natural_norm} only")
+        if bound != "one-sided":
+            raise ArgumentError("bound", f"bound {bound!r}: sequential=True is one-sided only")
     source, settings, recorded = _describe(smooth, meta)
-    settings.update({"N0": n0, "N": n, "alpha": alpha, "pack": pack, "sequential": bool(sequential), **options})
+    # the norm and bound certified, always (norm None is the noise's natural norm), so a resume
+    # compares what was certified, not how it was asked for; logs from before several noises
+    # existed record neither and resume as Gaussian L2 one-sided runs
+    settings.update({"N0": n0, "N": n, "alpha": alpha, "pack": pack, **options, "norm": norm, "bound": bound,
+                     "sequential": bool(sequential)})
     if sequential:
         settings.update({"radii": None if radii is None else radii.tolist(), "tol": tol})
     drawn = [0]
@@ -113,8 +124,7 @@ def certify_dataset(
             pred, radius = smooth.certify_batch(xs, n0, n, alpha, batch_size, gen, **options)
             return [[int(p), floor_decimal(float(r), RADIUS_PLACES), int(int(p) == y)]
                     for p, r, y in zip(pred, radius, ys.tolist())]
-        pred, radius, used = smooth.certify_sequential_batch(xs, n0, n, alpha, batch_size, radii, tol, gen,
-                                                             **options)
+        pred, radius, used = smooth.certify_sequential_batch(xs, n0, n, alpha, batch_size, radii, tol, gen)
         drawn[0] += n0 * len(idx) + int(used.sum())
         return [[int(p), floor_decimal(float(r), RADIUS_PLACES), int(int(p) == y), int(u)]
                 for p, r, y, u in zip(pred, radius, ys.tolist(), used.tolist())]

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from .analysis import LogLike, as_log, certified_accuracy_curve, default_labels, envelope_curve  # noqa: E402
 from .logs import atomic_write_bytes  # noqa: E402
+from .validation import ArgumentError, check_output  # noqa: E402
 
 FIGURE_FORMATS = ("png", "pdf", "svg")
 X_LABEL = "radius (L2, [0,1] pixel scale)"
@@ -91,9 +92,8 @@ def plot_certified_accuracy(logs: Sequence[LogLike], out: str | os.PathLike, lab
     out = Path(out)
     fmt = out.suffix.lower().lstrip(".")
     if fmt not in FIGURE_FORMATS:
-        raise ValueError(f"out must end in {', '.join('.' + f for f in FIGURE_FORMATS)}, got {str(out)!r}")
-    if not out.parent.is_dir():
-        raise ValueError(f"out: folder {str(out.parent)!r} does not exist")
+        raise ArgumentError("out", f"out must end in {', '.join('.' + f for f in FIGURE_FORMATS)}, got {str(out)!r}")
+    check_output("out", out)
     fig = certified_accuracy_figure(logs, labels, envelope, max_radius, title)
     buf = io.BytesIO()
     metadata = {"CreationDate": None} if fmt == "pdf" else {"Date": None} if fmt == "svg" else {}

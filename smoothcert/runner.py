@@ -119,6 +119,11 @@ def _difference(name: str, old: Any, new: Any) -> tuple[str, Any, Any] | None:
     return None if old == new else (name, old, new)
 
 
+# Settings the first release did not record, with the only value it could have used: a resume of
+# such a log with another noise, norm or bound is refused like any other change of settings.
+LEGACY_DEFAULTS: dict[str, Any] = {"noise": "gaussian", "norm": "l2", "bound": "one-sided"}
+
+
 def check_resume(out: Path, old: dict[str, Any], key: str, settings: dict[str, Any], identity: dict[str, Any],
                  seed: int | None, names: dict[str, str] | None = None) -> int | None:
     """ArgumentError naming the first setting (or dataset/split, or seed) that differs from the
@@ -130,6 +135,7 @@ def check_resume(out: Path, old: dict[str, Any], key: str, settings: dict[str, A
     if recorded is None:
         raise ArgumentError("out", f"out: {str(out)!r} holds rows but its metadata records no {key} settings "
                                    "(another kind of log?); choose another file")
+    recorded = {**LEGACY_DEFAULTS, **recorded}  # first-release logs: Gaussian noise, L2, one-sided
     pairs = [(k, recorded, settings) for k in settings] + [(k, old, identity) for k in identity]
     for k, old_side, new_side in pairs:
         diff = _difference(k, old_side[k], new_side[k]) if k in old_side else None
@@ -294,7 +300,13 @@ def run_logged(dataset: Any, out: str | os.PathLike, columns: Sequence[str], *, 
                 ys = torch.tensor([int(dataset[i][1]) for i in b], device=device)
                 gen = torch.Generator(device=device).manual_seed(derived_seed(seed, b[0]))
                 t0 = time.perf_counter()
-                tails = step(b, xs, ys, gen)
+                try:
+                    tails = step(b, xs, ys, gen)
+                except ArgumentError as e:  # a bad input: name it by its dataset index
+                    if getattr(e, "index", None) is None:
+                        raise
+                    raise ArgumentError("dataset", f"dataset: input idx {b[e.index]} has non-finite values "
+                                                   "(NaN or inf); no certificate is given for it") from None
                 dt = time.perf_counter() - t0
                 work += dt
                 for i, y, tail in zip(b, ys.tolist(), tails):

@@ -1,4 +1,5 @@
-"""The smoothed classifier g(x) = argmax_c P(f(x + eps) = c), eps ~ N(0, sigma^2 I).
+"""The smoothed classifier g(x) = argmax_c P(f(x + eps) = c), eps drawn from a smoothing noise
+(``smoothcert.noise``: gaussian N(0, sigma^2 I) by default, laplace, uniform).
 
 Implements CERTIFY and PREDICT of Cohen, Rosenfeld & Kolter, "Certified Adversarial Robustness
 via Randomized Smoothing" (ICML 2019), Section 3.2 / Pseudocode:
@@ -6,10 +7,12 @@ via Randomized Smoothing" (ICML 2019), Section 3.2 / Pseudocode:
 * ``certify``: draw n0 noisy samples and take the top class cA (selection); draw n *fresh*
   samples and count nA votes for cA (estimation); pA_lower is the one-sided (1 - alpha)
   Clopper–Pearson lower bound on P(f(x + eps) = cA). If pA_lower < 1/2 abstain, else return cA
-  with L2 radius R = sigma * Phi^-1(pA_lower). With probability >= 1 - alpha over the samples,
-  g(x + delta) = cA for every ||delta||_2 < R.
-* ``predict``: draw n samples, take the top two counts c1 >= c2 and return the top class unless
-  the two-sided binomial test of c1 ~ Bin(c1 + c2, 1/2) has p-value > alpha (then abstain). The
+  with the radius the noise gives for pA_lower in the chosen norm (gaussian, l2:
+  R = sigma * Phi^-1(pA_lower)). With probability >= 1 - alpha over the samples,
+  g(x + delta) = cA for every ||delta|| < R. ``bound="two-sided"`` also bounds the runner-up
+  class from above (Theorem 1 without pB = 1 - pA; see ``Smooth.certify_batch``).
+* ``predict``: draw n samples, take the top two counts nA >= nB and return the top class unless
+  the two-sided binomial test of nA ~ Bin(nA + nB, 1/2) has p-value > alpha (then abstain). The
   probability of returning a class other than g(x) is at most alpha.
 
 All Monte Carlo work goes through ``sample_counts`` -- the one sampler of the toolkit. It draws
@@ -24,13 +27,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from scipy.stats import norm
 from torch import nn
 
-from .noise import GaussianNoise
-from .stats import abstain_test_pvalue, clopper_pearson_lower
 from .inference import allocate, chunk_candidates, memory_cap, prepare_model, probe_chunk_size
+from .noise import Noise, check_bound, get_noise
 from .sequential import ConfidenceSequence, StoppingRule, abstain_test_pvalues
+from .stats import abstain_test_pvalue, clopper_pearson_lower, clopper_pearson_upper
 from .validation import ArgumentError, check_alpha, check_int
 
 ABSTAIN = -1
@@ -42,6 +44,16 @@ def model_device(model: nn.Module) -> torch.device:
     for t in model.buffers():
         return t.device
     return torch.device("cpu")
+
+
+def model_dtype(model: Callable[..., torch.Tensor]) -> torch.dtype:
+    """The dtype of the model's first floating-point parameter (or buffer); torch's default
+    dtype for a model without any (or a plain callable). Inputs are converted to it."""
+    if isinstance(model, nn.Module):
+        for t in (*model.parameters(), *model.buffers()):
+            if t.is_floating_point():
+                return t.dtype
+    return torch.get_default_dtype()
 
 
 class Workspace:
@@ -95,7 +107,7 @@ def sample_counts(
     model: Callable[[torch.Tensor], torch.Tensor],
     xs: torch.Tensor,
     num: int,
-    noise: GaussianNoise,
+    noise: Noise,
     num_classes: int,
     batch_size: int,
     generator: torch.Generator | None = None,
@@ -178,9 +190,33 @@ def sample_counts(
     return counts
 
 
+def certificate(noise: Noise, cA: np.ndarray, nA: np.ndarray, nB: np.ndarray, n: int, alpha: float, *,
+                norm: str, bound: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """The last step of CERTIFY: from the selected classes ``cA``, their estimation counts ``nA``
+    and the runner-up counts ``nB`` (out of ``n``), the (predictions, radii) as int64 / float64
+    arrays (``ABSTAIN`` and 0 where abstained). See ``Smooth.certify_batch`` for the bounds."""
+    if bound == "one-sided":
+        pA_lower = clopper_pearson_lower(nA, n, alpha)
+        certified = pA_lower >= 0.5
+        radius = noise.radius(pA_lower, norm, dim)
+    else:
+        pA_lower = clopper_pearson_lower(nA, n, alpha / 2)
+        pB_upper = np.minimum(clopper_pearson_upper(nB, n, alpha / 2), 1.0 - pA_lower)
+        certified = pA_lower >= pB_upper
+        radius = noise.radius_two_sided(pA_lower, pB_upper, norm, dim)
+    pred = np.where(certified, cA, ABSTAIN).astype(np.int64)
+    return pred, np.where(certified, radius, 0.0).astype(np.float64)
+
+
 class Smooth:
     """A smoothed classifier around ``base_classifier`` (a model mapping (B, C, H, W) in pixel
-    space to (B, num_classes) logits). Compatible with Cohen et al.'s ``core.Smooth``.
+    space to (B, num_classes) logits) with ``noise`` (a name from ``noise.NOISES`` or a
+    ``noise.Noise``) of per-coordinate standard deviation ``sigma``. Compatible with Cohen et
+    al.'s ``core.Smooth`` (``Smooth(base_classifier, num_classes, sigma)`` is Gaussian smoothing).
+
+    Inputs must be floating point (pixels in [0, 1]); they are converted to the dtype of the
+    model's parameters. Integer and bool inputs, uint8 images included, are refused (convert
+    uint8 images with ``x.float() / 255``), and so are inputs with NaN or infinite values.
 
     Options beyond the original (all keyword-only). ``Smooth`` runs an inference copy of
     ``base_classifier`` (``inference.prepare_model``) and never changes the caller's model
@@ -218,7 +254,8 @@ class Smooth:
         self,
         base_classifier: nn.Module,
         num_classes: int,
-        sigma: float,
+        sigma: float | None,
+        noise: str | Noise = "gaussian",
         *,
         amp_dtype: torch.dtype | None = None,
         channels_last: bool | None = None,
@@ -229,15 +266,14 @@ class Smooth:
         seed: int | None = None,
     ):
         if not isinstance(base_classifier, nn.Module) and not callable(base_classifier):
-            raise ValueError("base_classifier must be an nn.Module or a callable")
-        num_classes = check_int("num_classes", num_classes, 1)
-        if num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+            raise ArgumentError("base_classifier", "base_classifier must be an nn.Module or a callable")
+        num_classes = check_int("num_classes", num_classes, 2)
         self.base_classifier = base_classifier
         self.num_classes = num_classes
-        self.noise = GaussianNoise(sigma)
+        self.noise = get_noise(noise, sigma)
         self.sigma = self.noise.sigma
         self.device = model_device(base_classifier) if isinstance(base_classifier, nn.Module) else torch.device("cpu")
+        self.dtype = model_dtype(base_classifier)
         self.amp_dtype = amp_dtype
         self.channels_last = True if channels_last is None else bool(channels_last)
         self.chunk_size = None if chunk_size is None else check_int("chunk_size", chunk_size, 1)
@@ -288,8 +324,13 @@ class Smooth:
         self, xs: torch.Tensor, num: int, batch_size: int, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """(B, num_classes) vote counts on the device for a batch ``xs`` (see ``sample_counts``)."""
+        return self._counts(self._as_batch(xs, "xs", single=False), num, batch_size, generator)
+
+    def _counts(
+        self, xs: torch.Tensor, num: int, batch_size: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """``sample_counts`` for a batch already checked by ``_as_batch`` (no second host sync)."""
         batch_size = check_int("batch_size", batch_size, 1)
-        xs = xs.to(self.device)
         try:
             block, chunk = self._chunk(xs, num, batch_size)
             return sample_counts(
@@ -311,15 +352,43 @@ class Smooth:
                                 ) from exc
 
     def _as_batch(self, x: torch.Tensor, name: str, single: bool) -> torch.Tensor:
+        """``x`` (one input if ``single``, else a batch) as a (B, ...) batch on the model's device
+        in the model's dtype. ArgumentError naming ``name`` for a non-tensor, a wrong rank, a
+        non-floating dtype or non-finite values (naming the input's index in the batch)."""
         if not isinstance(x, torch.Tensor):
-            raise ValueError(f"{name} must be a torch.Tensor")
+            raise ArgumentError(name, f"{name} must be a torch.Tensor, got {type(x).__name__}")
         if single:
             if x.dim() < 1:
-                raise ValueError(f"{name} must have shape (C, H, W) (one input), got {tuple(x.shape)}")
-            return x.unsqueeze(0)
-        if x.dim() < 2:
-            raise ValueError(f"{name} must have shape (B, C, H, W), got {tuple(x.shape)}")
+                raise ArgumentError(name, f"{name} must have shape (C, H, W) (one input), got {tuple(x.shape)}")
+            x = x.unsqueeze(0)
+        elif x.dim() < 2:
+            raise ArgumentError(name, f"{name} must have shape (B, C, H, W), got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ArgumentError(name, f"{name} has dtype {x.dtype}: inputs must be floating point with pixels in "
+                                      f"[0, 1] (for uint8 images use x.float() / 255)")
+        x = x.to(device=self.device, dtype=self.dtype)
+        bad = ~torch.isfinite(x.flatten(1)).all(1)
+        if bool(bad.any()):
+            index = int(bad.nonzero()[0, 0])
+            where = "" if single else f"[{index}]"
+            error = ArgumentError(name, f"{name}{where} has non-finite values (NaN or inf) in {self.dtype}")
+            error.index = None if single else index  # the dataset runner maps it to the dataset's idx
+            raise error
         return x
+
+    def check_options(self, norm: str | None = None, bound: str = "one-sided", dim: int | None = None
+                      ) -> tuple[str, str]:
+        """(norm, bound) validated for this noise: None is the noise's natural norm.
+        ArgumentError("norm") for a norm the noise cannot certify, ArgumentError("bound") for an
+        unknown bound or a two-sided bound the noise has no certificate for."""
+        norm = self.noise.check_norm(norm)
+        bound = check_bound(bound)
+        d = 1 if dim is None else dim
+        if bound == "two-sided":
+            self.noise.radius_two_sided(0.5, 0.5, norm, d)
+        else:
+            self.noise.radius(0.5, norm, d)
+        return norm, bound
 
     # -- CERTIFY -------------------------------------------------------------------------
     def certify_batch(
@@ -330,27 +399,41 @@ class Smooth:
         alpha: float,
         batch_size: int,
         generator: torch.Generator | None = None,
+        *,
+        norm: str | None = None,
+        bound: str = "one-sided",
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """CERTIFY for each input of ``xs`` (B, C, H, W): returns (predictions, radii), a (B,)
         int64 tensor (``ABSTAIN`` where abstained) and a (B,) float64 tensor (0 where abstained).
 
-        Selection (n0) and estimation (n) use independent draws; the host syncs once per call.
-        """
+        Selection: the top class cA of n0 noisy samples. Estimation: n fresh samples.
+        ``bound="one-sided"`` (Cohen et al., 2019, CERTIFY): pA_lower is the one-sided (1 - alpha)
+        Clopper–Pearson lower bound on P(f(x + eps) = cA); abstain if pA_lower < 1/2, else
+        return cA with radius ``noise.radius(pA_lower)``. ``bound="two-sided"`` (Theorem 1
+        without pB = 1 - pA): pA_lower at level alpha / 2 and pB_upper, the (1 - alpha / 2) upper
+        bound on the runner-up class's count nB among the estimation samples (Bonferroni: both
+        hold with probability >= 1 - alpha); abstain if pA_lower < pB_upper, else radius
+        ``noise.radius_two_sided(pA_lower, pB_upper)``. The runner-up's bound covers every other
+        class: the class c* with the largest pB has count <= the runner-up count, and the bound
+        grows with the count. As nB <= n - nA and the bounds are monotone, pB_upper <= 1 - pA_lower,
+        so the two-sided radius is never below the one-sided radius at level alpha / 2 (the cap
+        at 1 - pA_lower in ``certificate`` only guards float rounding). In both cases, with
+        probability >= 1 - alpha, g(x + delta) = cA for every ||delta||_norm < radius (``norm``
+        None: the noise's natural norm)."""
         n0 = check_int("n0", n0, 1)
         n = check_int("n", n, 1)
-        if not (0.0 < alpha < 1.0):
-            raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+        alpha = check_alpha(alpha)
         xs = self._as_batch(xs, "xs", single=False)
-        counts_selection = self.sample_counts(xs, n0, batch_size, generator)
+        dim = int(xs[0].numel())
+        norm, bound = self.check_options(norm, bound, dim)
+        counts_selection = self._counts(xs, n0, batch_size, generator)
         cA = counts_selection.argmax(1)
-        counts_estimation = self.sample_counts(xs, n, batch_size, generator)
+        counts_estimation = self._counts(xs, n, batch_size, generator)
         nA = counts_estimation.gather(1, cA[:, None]).squeeze(1)
-        cA_np, nA_np = torch.stack([cA, nA]).cpu().numpy()  # the one host sync
-        pA_lower = clopper_pearson_lower(nA_np, n, alpha)
-        certified = pA_lower >= 0.5
-        radius = np.where(certified, self.sigma * norm.ppf(np.where(certified, pA_lower, 0.75)), 0.0)
-        pred = np.where(certified, cA_np, ABSTAIN)
-        return torch.from_numpy(pred.astype(np.int64)), torch.from_numpy(radius.astype(np.float64))
+        nB = counts_estimation.scatter(1, cA[:, None], -1).max(1).values  # runner-up: any class but cA
+        cA_np, nA_np, nB_np = torch.stack([cA, nA, nB]).cpu().numpy()  # the one host sync
+        pred, radius = certificate(self.noise, cA_np, nA_np, nB_np, n, alpha, norm=norm, bound=bound, dim=dim)
+        return torch.from_numpy(pred), torch.from_numpy(radius)
 
     def certify(
         self,
@@ -360,10 +443,15 @@ class Smooth:
         alpha: float,
         batch_size: int,
         generator: torch.Generator | None = None,
+        *,
+        norm: str | None = None,
+        bound: str = "one-sided",
     ) -> tuple[int, float]:
         """CERTIFY one input ``x`` (C, H, W): (cA, radius) or (ABSTAIN, 0.0). With probability
-        >= 1 - alpha, g is constant on the L2 ball of that radius around x."""
-        pred, radius = self.certify_batch(self._as_batch(x, "x", single=True), n0, n, alpha, batch_size, generator)
+        >= 1 - alpha, g is constant on the ``norm`` ball of that radius around x (see
+        ``certify_batch`` for ``norm`` and ``bound``)."""
+        pred, radius = self.certify_batch(self._as_batch(x, "x", single=True), n0, n, alpha, batch_size, generator,
+                                          norm=norm, bound=bound)
         return int(pred[0]), float(radius[0])
 
     # -- PREDICT -------------------------------------------------------------------------
@@ -375,19 +463,17 @@ class Smooth:
         batch_size: int,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """PREDICT for each input of ``xs``: a (B,) int64 tensor, ``ABSTAIN`` where the binomial
-        test of the top two counts has p-value > alpha."""
+        """PREDICT (Cohen et al., 2019) for each input of ``xs``: draw n noisy samples, take the
+        top two counts nA >= nB (classes cA, cB); return cA if the two-sided binomial test of
+        nA ~ Bin(nA + nB, 1/2) has p-value <= alpha, else ``ABSTAIN``. A (B,) int64 tensor."""
         n = check_int("n", n, 1)
-        if not (0.0 < alpha < 1.0):
-            raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+        alpha = check_alpha(alpha)
         xs = self._as_batch(xs, "xs", single=False)
-        counts = self.sample_counts(xs, n, batch_size, generator)
+        counts = self._counts(xs, n, batch_size, generator)
         top2 = counts.topk(2, dim=1)
-        values, labels = torch.cat([top2.values, top2.indices], 1).cpu().numpy().reshape(-1, 2, 2).transpose(1, 0, 2)
-        out = np.empty(len(values), dtype=np.int64)
-        for i, ((c1, c2), (top, _)) in enumerate(zip(values, labels)):
-            out[i] = ABSTAIN if abstain_test_pvalue(c1, c2) > alpha else top
-        return torch.from_numpy(out)
+        nA, nB, cA = torch.stack([top2.values[:, 0], top2.values[:, 1], top2.indices[:, 0]]).cpu().numpy()
+        pvalue = np.array([abstain_test_pvalue(a, b) for a, b in zip(nA, nB)])
+        return torch.from_numpy(np.where(pvalue <= alpha, cA, ABSTAIN).astype(np.int64))
 
     def predict(
         self,

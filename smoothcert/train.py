@@ -11,8 +11,8 @@
 The defaults are Cohen et al.'s (2019) CIFAR-10 recipe: lr 0.1, x0.1 every 30 of 90 epochs,
 batch 256, momentum 0.9, weight decay 1e-4. ``batch_size`` is the global batch over all torchrun
 processes; only rank 0 writes files. Each epoch's log row holds the base model's accuracy on
-test inputs plus N(0, sigma^2 I) (one fixed draw per input; clean accuracy when the method has
-no sigma). A non-finite loss stops training before that epoch's checkpoint, so the last good
+test inputs plus N(0, sigma^2 I) (or the run's other noise, ``config_noise``; one fixed draw per
+input; clean accuracy when the method has no sigma). A non-finite loss stops training before that epoch's checkpoint, so the last good
 checkpoint stays.
 """
 from __future__ import annotations
@@ -31,6 +31,7 @@ from . import __version__
 from .data import ImageDataset, get_dataset
 from .logs import TSVLog
 from .methods import Method, create_method
+from .noise import config_noise
 from .rundir import RESUME_MAY_CHANGE, TRAIN_COLUMNS, TRAIN_LOG_NAME, RunDir, build_model
 from .trainer import SCHEDULES, Batches, EpochResult, NonFiniteLoss, Processes, Trainer, epoch_seed
 from .validation import ArgumentError, check_float, check_int
@@ -206,7 +207,8 @@ def train(
         writer = _EpochWriter(run, config, trainer, write=rank == 0, talk=talk)
         try:
             trainer.fit(train_batches, test_batches, start=start, seed=config["seed"], sigma=config["sigma"],
-                        processes=processes, progress=talk and sys.stderr.isatty(), on_epoch=writer)
+                        noise=config_noise(config), processes=processes, progress=talk and sys.stderr.isatty(),
+                        on_epoch=writer)
         except NonFiniteLoss as e:
             done = trainer.epochs_done
             kept = f"the checkpoint of epoch {done}" if done > 0 else "no checkpoint (none was written yet)"

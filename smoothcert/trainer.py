@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from .augment import crop_flip
 from .data import ImageDataset, TensorImageDataset
 from .methods import Method
-from .noise import add_gaussian_noise
+from .noise import add_noise
 from .runner import derived_seed
 from .validation import ArgumentError
 
@@ -273,9 +273,9 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], sigma: float, seed: int,
-                 dist_info: Processes | None = None) -> float:
-        """Accuracy of the base model (eval mode) on x + N(0, sigma^2 I) (x itself for sigma == 0),
-        the noise from a generator seeded by ``seed``: the same draw every epoch."""
+                 dist_info: Processes | None = None, noise: str = "gaussian") -> float:
+        """Accuracy of the base model (eval mode) on x + N(0, sigma^2 I) (``noise`` at sigma; x
+        itself for sigma == 0), the noise from a generator seeded by ``seed``: the same draw every epoch."""
         was_training = self.model.training
         self.model.eval()
         gen = torch.Generator(device=self.device).manual_seed(seed) if sigma > 0 else None
@@ -283,7 +283,7 @@ class Trainer:
         try:
             with self._autocast():
                 for x, y in batches:
-                    pred = self.model(add_gaussian_noise(x, sigma, gen)).argmax(1)
+                    pred = self.model(add_noise(x, sigma, noise, gen)).argmax(1)
                     counts[0] += (pred == y).sum()
                     counts[1] += y.shape[0]
         finally:
@@ -294,11 +294,11 @@ class Trainer:
         return correct / total if total else float("nan")
 
     def fit(self, train_batches: Batches, test_batches: Batches, *, start: int = 0, seed: int = 0, sigma: float = 0.0,
-            processes: Processes | None = None, progress: bool = False,
+            noise: str = "gaussian", processes: Processes | None = None, progress: bool = False,
             on_epoch: Callable[[EpochResult], None] | None = None) -> None:
         """Train epochs ``start`` .. ``epochs - 1`` (0-based): re-seed the global RNGs from (seed,
         epoch, rank), tell the method, train, measure the noisy test accuracy (``evaluate`` with
-        ``sigma``), step the schedule, then call ``on_epoch`` with the epoch's numbers.
+        ``noise`` at ``sigma``), step the schedule, then call ``on_epoch`` with the epoch's numbers.
         ``self.epochs_done`` counts the finished epochs (also after a ``NonFiniteLoss``)."""
         rank = processes.rank if processes is not None else 0
         self.epochs_done = start
@@ -308,7 +308,7 @@ class Trainer:
             self.method.on_epoch_start(epoch, self.epochs)
             lr = self.lr
             loss, acc = self.train_epoch(train_batches.epoch(epoch), len(train_batches), epoch, processes, progress)
-            test_acc = self.evaluate(test_batches.epoch(), sigma, seed + rank, processes)
+            test_acc = self.evaluate(test_batches.epoch(), sigma, seed + rank, processes, noise)
             self.scheduler.step()
             self.epochs_done = epoch + 1
             if on_epoch is not None:

@@ -3,6 +3,8 @@ bad argument, so that the CLI can map it to its flag in one place (``cli/common.
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 
@@ -25,7 +27,9 @@ def check_int(name: str, value: Any, minimum: int) -> int:
 def check_float(name: str, value: Any, lo: float, hi: float = math.inf, lo_open: bool = False,
                 hi_open: bool = False) -> float:
     """``value`` as a float; ValueError naming ``name`` unless it is finite and in the interval."""
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if not isinstance(value, bool) and isinstance(value, (int, float)) and not math.isfinite(value):
+        raise ArgumentError(name, f"{name} must be a finite number, got {value!r}")
+    ok = not isinstance(value, bool) and isinstance(value, (int, float))
     if ok:
         ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
     if not ok:
@@ -47,3 +51,21 @@ def check_sigma(value: Any, positive: bool = False) -> float:
 def check_alpha(value: Any) -> float:
     """The failure probability ``alpha`` as a float in (0, 1)."""
     return check_float("alpha", value, 0.0, 1.0, lo_open=True, hi_open=True)
+
+
+def check_output(name: str, path: Any) -> Path:
+    """``path`` as a Path for a file to write: ArgumentError naming ``name`` if its folder does not
+    exist or cannot be written, or if the path is itself a folder -- checked before any work."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise ArgumentError(name, f"{name} must be a file path, got {path!r}")
+    path = Path(path)
+    parent = path.parent
+    if not parent.is_dir():
+        raise ArgumentError(name, f"{name}: folder {str(parent)!r} does not exist")
+    if path.is_dir():
+        raise ArgumentError(name, f"{name}: {str(path)!r} is a folder, not a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ArgumentError(name, f"{name}: folder {str(parent)!r} is not writable")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ArgumentError(name, f"{name}: {str(path)!r} is not writable")
+    return path

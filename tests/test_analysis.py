@@ -266,6 +266,9 @@ def test_cli_analyze_writes_each_format(logs, runner, tmp_path):
     assert r.exit_code == 0 and r.output.startswith("% needs \\usepackage{booktabs}")
     r = runner.invoke(main, ["analyze", str(logs[0]), "--radii", "0.5"])  # md by default, label = file stem
     assert r.exit_code == 0 and "| a | 5 | 60.0 | 20.0 | 0.320 | 40.0 |" in r.output
+    xml = tmp_path / "t.xml"  # a suffix that names no format: --format decides
+    r = runner.invoke(main, ["analyze", str(logs[0]), "--radii", "0.5", "--format", "csv", "--out", str(xml)])
+    assert r.exit_code == 0 and xml.read_text().startswith("label,")
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -277,14 +280,18 @@ def test_cli_analyze_writes_each_format(logs, runner, tmp_path):
     (["{a}", "--out", "{missing}/t.md"], "does not exist"),
     (["{a}", "{a}", "--label", "one"], "--label"),
     (["{a}", "--format", "html"], "--format"),
+    (["{a}", "--out", "{tmp}/t.xml"], "cannot tell the table format from 't.xml'"),
+    (["{a}", "--out", "{tmp}"], "--out"),
     (["{nofile}"], "does not exist"),
 ])
 def test_cli_analyze_bad_input_exits_2_with_one_line(logs, runner, tmp_path, args, needle):
     paths = {"a": str(logs[0]), "empty": str(write(tmp_path / "e.tsv", "")),
              "malformed": str(write(tmp_path / "m.tsv", HEADER + "0\t1\t1\tfar\t1\t1\n")),
              "dup": str(write(tmp_path / "d.tsv", HEADER + "3\t1\t1\t0.5\t1\t1\n3\t1\t1\t0.5\t1\t1\n")),
-             "missing": str(tmp_path / "no" / "such"), "nofile": str(tmp_path / "nofile.tsv")}
+             "missing": str(tmp_path / "no" / "such"), "nofile": str(tmp_path / "nofile.tsv"),
+             "tmp": str(tmp_path)}
     r = runner.invoke(main, ["analyze", *[a.format(**paths) for a in args]])
     assert r.exit_code == 2, r.output
     errors = [line for line in r.output.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and needle in errors[0] and "Traceback" not in r.output
+    assert not (tmp_path / "t.xml").exists()

@@ -4,6 +4,7 @@ black-box isolation, state restoration, and the certificate check (passes on a p
 flags planted false certificates)."""
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from smoothcert.logs import CERTIFY_COLUMNS, TSVLog, atomic_torch_save, read_tsv
 from smoothcert.models import create_model
 from smoothcert.runs import load_model
 from smoothcert.smoothing import Smooth
+from smoothcert.validation import ArgumentError
 
 from conftest import train_digits_cnn, write_run
 
@@ -124,7 +126,6 @@ def test_soft_smoothed_is_mean_softmax_over_shared_input():
     out = SoftSmoothed(model, SIGMA, 5, noise=noise)(x)
     manual = torch.stack([F.softmax(model(x + noise[k]), 1) for k in range(5)]).mean(0).log()
     assert torch.allclose(out, manual, atol=1e-6)
-    assert torch.allclose(out.exp().sum(1), torch.ones(3), atol=1e-5)
     # fresh noise: reproducible with a generator, different across calls, through GaussianNoise
     a = SoftSmoothed(model, SIGMA, 5, generator=torch.Generator().manual_seed(3))
     b = SoftSmoothed(model, SIGMA, 5, generator=torch.Generator().manual_seed(3))
@@ -276,6 +277,23 @@ def test_certificate_check_passes_proper_log_and_flags_planted_false_certificate
     assert all(float(r[header.index("delta_norm")]) <= float(r[header.index("eps")]) + 1e-5 for r in rows)
 
 
+@pytest.mark.parametrize("settings", [{"noise": "laplace", "norm": "l1"}, {"noise": "gaussian", "norm": "linf"},
+                                      {"noise": "uniform"}])
+def test_certificate_check_refuses_logs_of_other_noises_or_norms(tmp_path, settings):
+    """check-certificates attacks the Gaussian soft smoothed classifier in L2: a log whose metadata
+    records another noise or norm is refused before any work (its radii mean something else)."""
+    log = tmp_path / "cert.tsv"
+    with TSVLog(log, CERTIFY_COLUMNS) as f:
+        f.write([0, 0, 0, 0.5, 1, 0.1])
+    Path(str(log) + ".meta.json").write_text(json.dumps({"certify": {"sigma": SIGMA, **settings}}))
+    ds = TensorImageDataset(torch.rand(1, 1, 4, 4), torch.zeros(1, dtype=torch.long), name="t", num_classes=2,
+                            mean=(0.0,), std=(1.0,), default_arch="")
+    model = linear_model(torch.zeros(1, 4, 4), torch.zeros(1, 4, 4)).eval()
+    with pytest.raises(ArgumentError, match="^log: .*Gaussian L2") as e:
+        check_certificates(model, ds, log, SIGMA, tmp_path / "out.tsv")
+    assert e.value.arg == "log" and not (tmp_path / "out.tsv").exists()
+
+
 def test_violation_pvalue_is_the_binomial_tail():
     from scipy.stats import binom
     assert violation_pvalue(0, 50, 0.002) == 1.0
@@ -344,11 +362,17 @@ def test_cli_check_certificates(trained_run, runner, tmp_path):
         for i in range(10):
             f.write([i, int(ds.y[i]), int(pred[i]), round(float(radius[i]), 4), int(int(pred[i]) == ds.y[i]), 0.1])
     def check(certify_log: Path, out: str) -> "click.testing.Result":
-        return runner.invoke(main, ["attack", str(trained_run), "--check-certificates", str(certify_log), "--N", "300",
+        return runner.invoke(main, ["check-certificates", str(trained_run), str(certify_log), "--N", "300",
                                     "--seed", "0", "--quiet", "--out", str(tmp_path / out)])
 
     r = check(log, "ok.tsv")
     assert r.exit_code == 0 and "10 certificates checked" in r.output and " 0 violations" in r.output, r.output
+    assert len(read_tsv(tmp_path / "ok.tsv")[1]) == 10
+    # the first release's spelling still works for one release, with a deprecation warning
+    old = runner.invoke(main, ["attack", str(trained_run), "--check-certificates", str(log), "--N", "300", "--seed",
+                               "0", "--quiet", "--out", str(tmp_path / "old.tsv")])
+    assert old.exit_code == 0 and "deprecated" in old.output and "smoothcert check-certificates" in old.output
+    assert rows_without_time(tmp_path / "old.tsv") == rows_without_time(tmp_path / "ok.tsv")
     planted = tmp_path / "planted.tsv"  # every certificate claims radius 3 (the 8x8 cube's diagonal is 8)
     with TSVLog(planted, CERTIFY_COLUMNS) as f:
         for row in read_tsv(log)[1]:
@@ -377,6 +401,32 @@ def test_cli_errors_exit_2_one_line(trained_run, runner, tmp_path, args, needle)
     err = [l for l in r.output.splitlines() if l.startswith("Error")]
     assert len(err) == 1 and needle in err[0], r.output
     assert "Traceback" not in r.output
+
+
+def test_cli_attack_without_out_prints_the_summary_only(trained_run, runner, tmp_path, monkeypatch):
+    here = tmp_path / "cwd"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    args = ["attack", str(trained_run), "--max", "8", "--quiet"]
+    r = runner.invoke(main, args)
+    assert r.exit_code == 0 and "8 inputs" in r.output and "robust accuracy" in r.output, r.output
+    assert list(here.iterdir()) == []  # nothing written
+    logged = runner.invoke(main, [*args, "--out", "a.tsv"])
+    assert logged.output == r.output and len(read_tsv(here / "a.tsv")[1]) == 8  # the same numbers
+
+
+def test_cli_check_certificates_errors(trained_run, runner, tmp_path):
+    log = tmp_path / "cert.tsv"
+    with TSVLog(log, CERTIFY_COLUMNS) as f:
+        f.write([0, 0, 0, 0.5, 1, 0.1])
+    for args, needle in ((["--radius-scale", "1.5"], "--radius-scale"), (["--cert-alpha", "0"], "--cert-alpha"),
+                         (["--level", "1"], "--level"), (["--N", "0"], "--N"), (["--alpha", "2"], "--alpha"),
+                         (["--out", str(tmp_path)], "--out")):
+        r = runner.invoke(main, ["check-certificates", str(trained_run), str(log), *args])
+        err = [l for l in r.output.splitlines() if l.startswith("Error")]
+        assert r.exit_code == 2 and len(err) == 1 and needle in err[0], (args, r.output)
+    r = runner.invoke(main, ["attack", str(trained_run), "--level", "0.1"])
+    assert r.exit_code == 2 and "--level does not apply" in r.output
 
 
 def test_cli_source_for_another_dataset_exits_2(trained_run, runner, tmp_path):

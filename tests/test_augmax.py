@@ -226,9 +226,9 @@ def test_dubin_on_a_model_built_from_our_blocks_and_bad_models() -> None:
     assert isinstance(net[2].bn1, DuBIN) and isinstance(net[3].bn1, DuBN) and isinstance(net[1], DuBN)
     assert has_dual_bn(net)
     for arch in ("lenet", "digits_cnn"):
-        with pytest.raises(ValueError, match="--norm dubin needs a model with residual blocks"):
+        with pytest.raises(ValueError, match="norm dubin needs a model with residual blocks"):
             create_model(arch, 10, 1, 28, norm="dubin")
-        with pytest.raises(ValueError, match="--norm dubn needs a model with BatchNorm2d"):
+        with pytest.raises(ValueError, match="norm dubn needs a model with BatchNorm2d"):
             create_model(arch, 10, 1, 28, norm="dubn")
     with pytest.raises(ValueError, match="norm must be one of"):
         apply_norm(net, "gn")

@@ -1,9 +1,11 @@
 """smoothcert.plotting and `smoothcert plot`: the drawn curves are the exact step functions, the
 figure is labelled, PNG/PDF files are valid, bad input exits 2 with one line."""
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
-import matplotlib
 import matplotlib.image
 import matplotlib.pyplot as plt
 import pytest
@@ -31,8 +33,16 @@ def logs(tmp_path):
     return a, b
 
 
-def test_backend_is_agg():
-    assert matplotlib.get_backend().lower() == "agg"
+def test_plots_whatever_backend_the_environment_names(logs, tmp_path):
+    # in-process the backend is Agg anyway on a headless machine: only a fresh process whose
+    # environment names another backend can tell that plotting chooses Agg itself
+    code = ("import sys, smoothcert.plotting as p; p.plot_certified_accuracy([sys.argv[1]], sys.argv[2]); "
+            "import matplotlib; print(matplotlib.get_backend())")
+    env = {**os.environ, "MPLBACKEND": "module://no_such_backend"}
+    r = subprocess.run([sys.executable, "-c", code, str(logs[0]), str(tmp_path / "f.png")], env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().lower() == "agg" and (tmp_path / "f.png").read_bytes().startswith(PNG_SIGNATURE)
 
 
 def test_figure_draws_exact_step_curves(logs):
@@ -109,9 +119,10 @@ def test_cli_plot(logs, runner, tmp_path):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["{a}", "--out", "{tmp}/f.gif"], "out must end in .png, .pdf, .svg"),
+    (["{a}", "--out", "{tmp}/f.gif"], "must end in .png, .pdf, .svg"),
     (["{a}", "--out", "{tmp}/no/f.png"], "does not exist"),
     (["{a}", "--out", "{tmp}/f.png", "--max-radius", "0"], "--max-radius"),
+    (["{a}", "--out", "{tmp}/f.png", "--max-radius", "inf"], "--max-radius: must be a finite number, got inf"),
     (["{a}", "{b}", "--out", "{tmp}/f.png", "--label", "x"], "--label"),
     (["{p}", "--out", "{tmp}/f.png"], "no radius column"),
     (["{empty}", "--out", "{tmp}/f.png"], "empty"),

@@ -200,7 +200,7 @@ def test_under_torchrun_a_held_lock_stops_every_rank(digits_run, tmp_path):
     finally:
         holder.kill()
         holder.wait()
-    errors = [line for line in r.stderr.splitlines() if line.startswith("Error: out:")]
+    errors = [line for line in r.stderr.splitlines() if line.startswith("Error") and "--out" in line]
     assert r.returncode != 0 and len(errors) == 2 and all(f"pid {holder.pid}" in e for e in errors)  # both ranks
     assert not list(tmp_path.glob("c.tsv.rank*")) and (not out.exists() or out.stat().st_size == 0)
 
@@ -329,3 +329,19 @@ def test_temp_files_of_killed_writes_are_removed(smooth, digits, tmp_path):
 def test_out_naming_a_folder_is_an_argument_error(smooth, digits, tmp_path):
     with pytest.raises(ArgumentError, match="^out: .* is a folder"):
         certify_dataset(smooth, digits, tmp_path, **FAST, selection=Selection(1, 2), seed=1)
+
+
+def test_a_first_release_log_resumes_only_with_gaussian_l2_one_sided(smooth, digits, tmp_path):
+    """First-release metadata records no noise, norm or bound: they were Gaussian, L2, one-sided,
+    so a resume asking for L1 radii is refused instead of mixing L2 and L1 rows in one log."""
+    out = tmp_path / "c.tsv"
+    certify_dataset(smooth, digits, out, **FAST, selection=Selection(1, 2), seed=1)
+    meta = json.loads(meta_path(out).read_text())
+    for k in ("noise", "norm", "bound"):
+        meta["certify"].pop(k, None)
+    meta_path(out).write_text(json.dumps(meta))
+    with pytest.raises(ArgumentError, match=r"^norm: .*norm='l2'.*norm='l1'") as e:
+        certify_dataset(smooth, digits, out, **FAST, selection=Selection(1, 4), seed=1, norm="l1")
+    assert e.value.arg == "norm"
+    certify_dataset(smooth, digits, out, **FAST, selection=Selection(1, 4), seed=1, norm="l2")
+    assert [int(r[0]) for r in read_tsv(out)[1]] == [0, 1, 2, 3]

@@ -337,6 +337,8 @@ def test_resume_of_a_fixed_log_as_sequential_is_refused(digits_run, tmp_path):
     (["--sequential", "--tol", "0"], "--tol"),
     (["--sequential", "--tol", "-1"], "--tol"),
     (["--sequential", "--N", "0"], "--N"),
+    (["--sequential", "--bound", "two-sided"], "bound"),
+    (["--sequential", "--norm", "linf"], "norm"),
 ])
 def test_cli_sequential_errors_exit_2_one_line(digits_run, runner, tmp_path, args, needle):
     from smoothcert.cli import main

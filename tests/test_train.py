@@ -144,18 +144,18 @@ def test_resume_refuses_another_config_and_a_run_is_never_overwritten(tmp_path):
     cos = train(tmp_path / "c", method="gauss", method_params={"sigma": 0.25}, epochs=1, schedule="cosine", **QUICK)
     with pytest.raises(ValueError, match="cosine"):
         train(cos, method="gauss", method_params={"sigma": 0.25}, epochs=2, schedule="cosine", resume=True, **QUICK)
-    result = CliRunner().invoke(main, ["train", str(run), "--dataset", "synthetic", "--sigma", "0.5", "--epochs", "2",
-                                       "--resume", "--quiet", "--max-train-samples", "64", "--max-test-samples", "64",
-                                       "--batch-size", "32"])
+    result = CliRunner().invoke(main, ["train", "--out", str(run), "--dataset", "synthetic", "--sigma", "0.5",
+                                       "--epochs", "2", "--resume", "--quiet", "--max-train-samples", "64",
+                                       "--max-test-samples", "64", "--batch-size", "32"])
     assert result.exit_code == 2 and "another config" in result.output and "Traceback" not in result.output
 
 
 def test_resume_trims_log_lines_of_an_epoch_that_was_not_checkpointed(tmp_path):
     run = train(tmp_path / "t", method="gauss", method_params={"sigma": 0.25}, epochs=1, **QUICK)
     with open(run / "train_log.tsv", "a") as f:  # a crash between the log line and the checkpoint
-        f.write("2\t0.1\t0.1\t0.5\t0.5\t0.5\n")
+        f.write("2\t12345.678\t0.1\t0.5\t0.5\t0.5\n")  # a marker no real epoch writes
     train(run, method="gauss", method_params={"sigma": 0.25}, epochs=2, resume=True, **QUICK)
-    assert [int(r[0]) for r in log_rows(run)] == [1, 2] and log_rows(run)[1][1] != "0.1"
+    assert [int(r[0]) for r in log_rows(run)] == [1, 2] and log_rows(run)[1][1] != "12345.678"
 
 
 # -- NaN -------------------------------------------------------------------------------------------
@@ -178,15 +178,16 @@ class NaNFromEpoch2(Method):
         return {}
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    monkeypatch.setitem(methods_mod._REGISTRY, "nan-test", NaNFromEpoch2)
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, request):
+    methods_mod.METHODS.add("nan-test", NaNFromEpoch2)
+    request.addfinalizer(lambda: methods_mod.METHODS.remove("nan-test"))
     run = tmp_path / "nan"
     with pytest.raises(NonFiniteLoss, match="epoch 2.*keeps the checkpoint of epoch 1"):
         train(run, method="nan-test", epochs=3, **QUICK)
     ckpt = state(run)
     assert ckpt["epoch"] == 1 and len(log_rows(run)) == 1
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
-    result = CliRunner().invoke(main, ["train", str(tmp_path / "nan_cli"), "--method", "nan-test", "--dataset",
+    result = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "nan_cli"), "--method", "nan-test", "--dataset",
                                        "synthetic", "--epochs", "3", "--quiet", "--max-train-samples", "64"])
     assert result.exit_code == 1 and "non-finite" in result.output and "Traceback" not in result.output
 
@@ -209,7 +210,7 @@ def test_global_batches_split_over_processes_and_cover_the_epoch():
     assert torch.cat(test).tolist() == list(range(1, 100, 2))
 
 
-def test_crop_flip_datasets_train_on_crops_of_their_images(tmp_path, monkeypatch):
+def test_crop_flip_datasets_train_on_crops_of_their_images(tmp_path, request):
     ds = make_synthetic(n=64, seed=0)
     ds.train_augment = "crop-flip"
     xs = torch.cat([x for x, _ in Batches(ds, 16, train=True).epoch(0)])
@@ -219,7 +220,8 @@ def test_crop_flip_datasets_train_on_crops_of_their_images(tmp_path, monkeypatch
     dist = torch.cdist(xs.flatten(1), crops.flatten(1), compute_mode="donot_use_mm_for_euclid_dist")
     assert (dist.min(1).values == 0).all()  # each training input is a crop (maybe flipped) of a training image
     assert not any(torch.equal(a, b) for a, b in zip(xs, ds.x))  # and not simply the images
-    monkeypatch.setitem(data_mod._REGISTRY, "synthetic-crop", DatasetEntry(lambda split, root, download: ds, False, ""))
+    data_mod.DATASETS.add("synthetic-crop", DatasetEntry(lambda split, root, download: ds, False, ""))
+    request.addfinalizer(lambda: data_mod.DATASETS.remove("synthetic-crop"))
     run = train(tmp_path / "crop", dataset="synthetic-crop",
                 method="gauss", method_params={"sigma": 0.0}, epochs=1, batch_size=16, quiet=True)
     assert json.loads((run / "config.json").read_text())["train_augment"] == "crop-flip"
@@ -248,8 +250,9 @@ def test_ddp_two_processes_train_like_one(tmp_path):
     assert not list((tmp_path / "ddp").glob("*.tmp"))
     # MaxUp's no-grad selection passes on the unwrapped module, BatchNorm, a dual-BN branch that
     # gauss noise never routes to (DDP must allow unused parameters); --num-copies: --m under torchrun
-    args = ["train", str(tmp_path / "ddp_bn"), "--dataset", "synthetic", "--arch", "cifar_resnet20", "--norm", "dubn",
-            "--method", "maxup-gauss", "--num-copies", "2", "--sigma", "0.25", "--warmup-epochs", "0", "--epochs", "1",
+    args = ["train", "--out", str(tmp_path / "ddp_bn"), "--dataset", "synthetic", "--arch", "cifar_resnet20",
+            "--normalize", "dubn", "--method", "maxup-gauss", "--num-copies", "2", "--sigma", "0.25",
+            "--warmup-epochs", "0", "--epochs", "1",
             "--batch-size", "32", "--max-train-samples", "64", "--max-test-samples", "32", "--quiet"]
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                            str(29500 + (os.getpid() + 1) % 1000), "-m", "smoothcert.cli", *args], env=env,
@@ -262,9 +265,9 @@ def test_ddp_two_processes_train_like_one(tmp_path):
 # -- CLI -------------------------------------------------------------------------------------------
 def test_cli_trains_a_run_that_loads(tmp_path, runner):
     run = tmp_path / "cli"
-    result = runner.invoke(main, ["train", str(run), "--dataset", "synthetic", "--method", "maxup-gauss", "--m", "2",
-                                  "--sigma", "0.25", "--warmup-epochs", "0", "--epochs", "1", "--batch-size", "32",
-                                  "--max-train-samples", "64", "--channels-last", "--quiet"])
+    result = runner.invoke(main, ["train", "--out", str(run), "--dataset", "synthetic", "--method", "maxup-gauss",
+                                  "--m", "2", "--sigma", "0.25", "--warmup-epochs", "0", "--epochs", "1",
+                                  "--batch-size", "32", "--max-train-samples", "64", "--channels-last", "--quiet"])
     assert result.exit_code == 0, result.output
     model, config = load_model(run)
     assert config["method_params"] == {"sigma": 0.25, "m": 2, "warmup_epochs": 0}
@@ -283,14 +286,16 @@ def test_cli_trains_a_run_that_loads(tmp_path, runner):
     (["--method", "alps", "--m", "4"], "--m is not used by method alps"),
     (["--method", "gauss", "--sigma", "0.25", "--augment", "cutmix"], "--augment is not used by method gauss"),
     (["--method", "maxup-gauss", "--sigma", "0.25"], "needs --m"),
-    (["--sigma", "0.25", "--dataset", "mnist"], "needs --data-root"),
+    (["--sigma", "0.25", "--dataset", "mnist"], "--data-root: dataset 'mnist' needs"),
     (["--sigma", "0.25", "--dataset", "mnist", "--data-root", "/no/such/folder"], "does not exist"),
     (["--sigma", "0.25", "--dataset", "cifar10", "--data-root", "."], "files not found"),
     (["--sigma", "0.25", "--amp", "--device", "cpu"], "amp needs a CUDA device"),
-    (["--sigma", "0.25", "--norm", "dubin"], "residual blocks"),
+    (["--sigma", "0.25", "--normalize", "dubin"], "--normalize: dubin needs a model with residual blocks"),
+    (["--sigma", "0.25", "--lr", "0"], "--lr"),
+    (["--sigma", "0.25", "--batch-size", "0"], "--batch-size"),
 ])
 def test_cli_user_errors_exit_2_with_one_line(tmp_path, runner, args, message):
-    result = runner.invoke(main, ["train", str(tmp_path / "x"), "--quiet", *args])
+    result = runner.invoke(main, ["train", "--out", str(tmp_path / "x"), "--quiet", *args])
     assert result.exit_code == 2, result.output
     error_lines = [l for l in result.output.splitlines() if l.startswith("Error")]
     assert len(error_lines) == 1 and message in error_lines[0], result.output
@@ -301,12 +306,12 @@ def test_cli_user_errors_exit_2_with_one_line(tmp_path, runner, args, message):
 def test_every_method_flag_reaches_exactly_the_methods_that_take_it():
     values = {"sigma": 0.25, "m": 2, "warmup_epochs": 1, "augment": "cutout", "select_resolution": 4, "alps_alpha": 4.0,
               "alps_beta": 2.0, "alps_eps": 0.5, "epsilon": 0.25, "num_steps": 2, "num_noise_vec": 2, "warmup": 1,
-              "js_lambda": 1.0, "augmax_steps": 2, "augmax_step_size": 0.1}
+              "js_lambda": 1.0, "augmax_steps": 2, "augmax_step_size": 0.1, "noise": "laplace"}
     flags = {f[2:].replace("-", "_") for f, _, _ in METHOD_FLAGS}
     assert flags == set(values)
     taken = set()
     for name in list_methods():
-        cls = methods_mod._REGISTRY[name]
+        cls = methods_mod.METHODS.get(name)
         sig = inspect.signature(cls.__init__).parameters
         for flag in flags:
             if flag in sig:

@@ -10,14 +10,23 @@ import click
 from . import main
 from ..analysis import FORMATS, format_table, load_log, parse_radii, summarize
 from ..logs import atomic_write_bytes
+from ..validation import check_float, check_output
 from .common import user_errors
 
 _SUFFIX_FORMAT = {".md": "md", ".tex": "latex", ".json": "json", ".csv": "csv"}
 
 
-def _check_out(out: Path | None) -> None:
-    if out is not None and not out.parent.is_dir():
-        raise click.BadParameter(f"folder {str(out.parent)!r} does not exist", param_hint="--out")
+def table_format(fmt: str | None, out: Path | None) -> str:
+    """The table format: ``--format``, else the one ``--out``'s suffix names, else md (printing).
+    An ``--out`` suffix that names no format is refused rather than filled with Markdown."""
+    if fmt is not None:
+        return fmt
+    if out is None:
+        return "md"
+    if out.suffix.lower() not in _SUFFIX_FORMAT:
+        raise click.BadParameter(f"cannot tell the table format from {out.name!r}: use a suffix "
+                                 f"{', '.join(_SUFFIX_FORMAT)} or give --format", param_hint="--out")
+    return _SUFFIX_FORMAT[out.suffix.lower()]
 
 
 def _check_labels(labels: tuple[str, ...], logs: tuple[Path, ...]) -> list[str] | None:
@@ -40,7 +49,7 @@ _label_option = click.option("--label", "labels", multiple=True,
 @_label_option
 @click.option("--envelope", is_flag=True, help="Add the best certified accuracy over the certify logs at each radius.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
-              help="Table format (default: from the --out suffix .md/.tex/.json/.csv, else md).")
+              help="Table format (default: from the --out suffix .md/.tex/.json/.csv; md when printing).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the table here (atomically) instead of printing it.")
 @user_errors
@@ -52,14 +61,14 @@ def analyze(logs: tuple[Path, ...], radii: str | None, labels: tuple[str, ...], 
     Logs written by the reference code (locuslab/smoothing) are read too. A log without a
     radius column shows its plain accuracy; its certified accuracy at r > 0 is '-'.
     """
-    _check_out(out)
+    if out is not None:
+        check_output("out", out)
+    fmt = table_format(fmt, out)
     names = _check_labels(labels, logs)
     try:
         grid = None if radii is None else parse_radii(radii)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--radii") from None
-    if fmt is None:
-        fmt = _SUFFIX_FORMAT.get(out.suffix.lower(), "md") if out is not None else "md"
     table = format_table(summarize([load_log(p) for p in logs], grid, names, envelope), fmt)
     if out is None:
         click.echo(table, nl=False)
@@ -82,8 +91,8 @@ def plot(logs: tuple[Path, ...], out: Path, max_radius: float | None, labels: tu
     """Plot certified accuracy vs L2 radius for certify logs (one curve a log)."""
     from ..plotting import plot_certified_accuracy
 
-    _check_out(out)
-    if max_radius is not None and not max_radius > 0:
-        raise click.BadParameter(f"must be > 0, got {max_radius}", param_hint="--max-radius")
+    check_output("out", out)
+    if max_radius is not None:
+        check_float("max_radius", max_radius, 0.0, lo_open=True)
     names = _check_labels(labels, logs)
     plot_certified_accuracy([load_log(p) for p in logs], out, names, envelope, max_radius, title)

@@ -7,17 +7,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 import click
-import torch
 
 from . import main
 from ..analysis import parse_radii
 from ..certification import Selection, certify_dataset, predict_dataset, run_summary
+from ..noise import BOUNDS, NOISES, NORMS, config_noise
 from ..runs import load_model_and_dataset
 from ..sequential import check_radii
 from ..smoothing import Smooth
-from .common import resolve_device, user_errors
-
-_AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+from ..validation import check_alpha, check_int, check_output, check_sigma
+from .common import (amp_dtype, amp_option, channels_last_option, data_options, device_option,
+                     max_option, quiet_option, resolve_device, seed_option, user_errors)
 
 
 class _BatchType(click.ParamType):
@@ -43,56 +43,59 @@ def _noise_block(batch: int | str) -> int:
 def _smoothing_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
         click.argument("model", type=click.Path(path_type=Path)),
-        click.option("--dataset", default=None, help="Dataset name (default: the model's training dataset)."),
-        click.option("--data-root", default=None, help="Folder with the dataset files (mnist, cifar10, ...)."),
-        click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True),
+        data_options,
         click.option("--sigma", type=float, default=None,
                      help="Noise level (pixel scale, [0,1] data). Default: the sigma the model was trained with."),
+        click.option("--noise", default=None,
+                     help=f"Smoothing noise: {', '.join(NOISES)}. Default: the noise the model was trained with."),
         click.option("--alpha", type=float, default=0.001, show_default=True, help="Failure probability."),
         click.option("--batch", "batch", type=_BatchType(), default="1000", show_default=True,
-                     help="Upper bound on the forward batch (noise samples; the fastest chunk up to it is probed), "
-                          "or 'auto': bounded by free memory (noise then drawn as with --batch 1000)."),
+                     help="Rows (noisy samples) per forward pass, an upper bound: the fastest chunk up to it is "
+                          "probed; or 'auto': bounded by free memory (noise then drawn as with --batch 1000)."),
         click.option("--skip", type=int, default=1, show_default=True, help="Take every SKIP-th input of the split."),
-        click.option("--max", "--max-inputs", "max_count", type=int, default=-1, show_default=True,
-                     help="Process at most MAX inputs (counts selected inputs, not dataset indices as the original "
-                          "code did); -1 for all. Under torchrun write --max-inputs (torchrun's parser claims --max)."),
+        max_option("inputs (counts selected inputs, not dataset indices as the original code did)"),
         click.option("--out", type=click.Path(path_type=Path), required=True,
                      help="TSV log; rerunning with the same file resumes where it stopped."),
-        click.option("--seed", type=int, default=None, help="Seed: reruns and resumes give identical output."),
+        seed_option("the noise"),
         click.option("--pack", type=int, default=1, show_default=True,
                      help="Inputs per call: their samples share forward batches (for small models on big devices)."),
-        click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)."),
-        click.option("--amp", type=click.Choice(sorted(_AMP)), default="none", show_default=True,
-                     help="Autocast dtype for the forward passes (CUDA)."),
-        click.option("--channels-last/--no-channels-last", default=None,
-                     help="Channels-last memory format for the model and the noisy batches (default: on)."),
+        device_option(),
+        amp_option(),
+        channels_last_option(),
         click.option("--compile", "compile_model", is_flag=True, help="Wrap the model in torch.compile."),
-        click.option("--quiet", is_flag=True, help="No progress bar, no summary line."),
+        quiet_option(),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
     return fn
 
 
+def selection(skip: int, max_count: int | None) -> Selection:
+    """The inputs ``--skip``/``--max`` select (``--max`` omitted: all)."""
+    return Selection(skip, -1 if max_count is None else max_count)
+
+
 def _prepare(model: Path, dataset: str | None, data_root: str | None, split: str, sigma: float | None,
-             alpha: float, batch: int, device: str | None, amp: str, channels_last: bool | None,
+             noise: str | None, alpha: float, batch: int | str, device: str | None, amp: str, channels_last: bool,
              compile_model: bool, out: Path) -> tuple[Smooth, Any]:
-    """Validate flags, load the model and data, build the smoothed classifier."""
-    if alpha <= 0 or alpha >= 1:
-        raise click.BadParameter(f"must be in (0, 1), got {alpha}", param_hint="--alpha")
-    if batch != "auto" and batch < 1:
-        raise click.BadParameter(f"must be >= 1, got {batch}", param_hint="--batch")
-    if not out.parent.is_dir():
-        raise click.BadParameter(f"folder {str(out.parent)!r} does not exist", param_hint="--out")
-    net, config, ds = load_model_and_dataset(model, dataset, data_root, split, resolve_device(device))
+    """Check the arguments (before any work), load the model and data, build the smoothed classifier
+    (with --noise, default the noise the model was trained with; an unknown noise is refused by
+    ``Smooth``, before any file is written)."""
+    check_alpha(alpha)
+    if batch != "auto":
+        check_int("batch_size", batch, 1)
+    check_output("out", out)
+    if sigma is not None:
+        check_sigma(sigma, positive=True)
+    dev = resolve_device(device)
+    net, config, ds = load_model_and_dataset(model, dataset, data_root, split, dev)
     if sigma is None:
         sigma = config.get("sigma")
         if not sigma:
             raise click.BadParameter("the model records no training sigma: give --sigma", param_hint="--sigma")
-    if sigma <= 0:
-        raise click.BadParameter(f"must be > 0, got {sigma}", param_hint="--sigma")
-    smooth = Smooth(net, int(config["num_classes"]), sigma, amp_dtype=_AMP[amp], channels_last=channels_last,
-                    compile=compile_model, max_batch="auto" if batch == "auto" else None)
+    smooth = Smooth(net, int(config["num_classes"]), sigma, noise or config_noise(config),
+                    amp_dtype=amp_dtype(amp, dev), channels_last=channels_last, compile=compile_model,
+                    max_batch="auto" if batch == "auto" else None)
     return smooth, ds  # the library records the model, its config and the settings in OUT.meta.json
 
 
@@ -101,9 +104,16 @@ def _prepare(model: Path, dataset: str | None, data_root: str | None, split: str
 @click.option("--N0", "n0", type=int, default=100, show_default=True, help="Selection samples.")
 @click.option("--N", "n", type=int, default=100_000, show_default=True,
               help="Estimation samples (with --sequential: the most an input may use, n_max).")
+@click.option("--norm", default=None,
+              help=f"Certified norm: {', '.join(NORMS)} (those the noise certifies). Default: the noise's own "
+                   "(gaussian l2, laplace and uniform l1).")
+@click.option("--bound", default="one-sided", show_default=True,
+              help=f"{' or '.join(BOUNDS)}: two-sided also bounds the runner-up class from above (alpha split "
+                   "between the two bounds).")
 @click.option("--sequential", is_flag=True,
               help="Stop drawing estimation samples once the certificate cannot improve within --N "
-                   "(anytime-valid bound, same guarantee); the log gets a trailing column n_used.")
+                   "(anytime-valid bound, same guarantee; the noise's own norm, one-sided); the log gets a "
+                   "trailing column n_used.")
 @click.option("--radii", "radii_spec", default=None,
               help="With --sequential: certify the largest radius of this grid (e.g. 0:2.5:0.25 or 0,0.5,1); "
                    "the logged radius is that grid level. Default: the radius itself.")
@@ -111,20 +121,20 @@ def _prepare(model: Path, dataset: str | None, data_root: str | None, split: str
               help="With --sequential and no --radii: stop once the samples left cannot raise the radius by "
                    "more than TOL.  [default: 0.01 sigma]")
 @user_errors
-def certify(model: Path, dataset: str | None, data_root: str | None, split: str, sigma: float | None, alpha: float,
-            batch: int, skip: int, max_count: int, out: Path, seed: int | None, pack: int, device: str | None,
-            amp: str, channels_last: bool | None, compile_model: bool, quiet: bool, n0: int, n: int,
-            sequential: bool, radii_spec: str | None, tol: float | None) -> None:
+def certify(model: Path, dataset: str | None, data_root: str | None, split: str, sigma: float | None,
+            noise: str | None, alpha: float, batch: int | str, skip: int, max_count: int | None, out: Path,
+            seed: int | None, pack: int, device: str | None, amp: str, channels_last: bool, compile_model: bool,
+            quiet: bool, n0: int, n: int, norm: str | None, bound: str, sequential: bool, radii_spec: str | None,
+            tol: float | None) -> None:
     """Certify the smoothed classifier on a dataset split (CERTIFY of Cohen et al., 2019).
 
     MODEL is a run directory written by `smoothcert train` or a checkpoint file (the reference
     code's cifar_resnet20/110 checkpoints work too). Writes one TSV line per input:
-    idx label predict radius correct time (predict -1 = abstain, radius in L2 pixel units),
-    and with --sequential one more column n_used (estimation samples drawn).
+    idx label predict radius correct time (predict -1 = abstain, radius in pixel units of the
+    --norm norm), and with --sequential one more column n_used (estimation samples drawn).
     """
-    for flag, v in (("--N0", n0), ("--N", n)):
-        if v < 1:
-            raise click.BadParameter(f"must be >= 1, got {v}", param_hint=flag)
+    check_int("n0", n0, 1)
+    check_int("n", n, 1)
     radii = None
     for flag, given in (("--radii", radii_spec is not None), ("--tol", tol is not None)):
         if given and not sequential:
@@ -136,11 +146,13 @@ def certify(model: Path, dataset: str | None, data_root: str | None, split: str,
             raise click.BadParameter(str(e), param_hint="--radii") from None
     if tol is not None and not tol > 0:
         raise click.BadParameter(f"must be > 0, got {tol}", param_hint="--tol")
-    smooth, ds = _prepare(model, dataset, data_root, split, sigma, alpha, batch, device, amp, channels_last,
+    smooth, ds = _prepare(model, dataset, data_root, split, sigma, noise, alpha, batch, device, amp, channels_last,
                           compile_model, out)
+    norm, bound = smooth.check_options(norm, bound)  # --norm/--bound for this noise, before the log is created
     report = certify_dataset(smooth, ds, out, n0=n0, n=n, alpha=alpha, batch_size=_noise_block(batch),
-                             selection=Selection(skip, max_count), seed=seed, pack=pack,
-                             progress=not quiet and sys.stderr.isatty(), sequential=sequential, radii=radii, tol=tol)
+                             selection=selection(skip, max_count), seed=seed, pack=pack,
+                             progress=not quiet and sys.stderr.isatty(), norm=norm, bound=bound,
+                             sequential=sequential, radii=radii, tol=tol)
     if not quiet and report.rank == 0:
         click.echo(run_summary(report))
 
@@ -149,19 +161,19 @@ def certify(model: Path, dataset: str | None, data_root: str | None, split: str,
 @_smoothing_options
 @click.option("--N", "n", type=int, default=100_000, show_default=True, help="Monte Carlo samples.")
 @user_errors
-def predict(model: Path, dataset: str | None, data_root: str | None, split: str, sigma: float | None, alpha: float,
-            batch: int, skip: int, max_count: int, out: Path, seed: int | None, pack: int, device: str | None,
-            amp: str, channels_last: bool | None, compile_model: bool, quiet: bool, n: int) -> None:
+def predict(model: Path, dataset: str | None, data_root: str | None, split: str, sigma: float | None,
+            noise: str | None, alpha: float, batch: int | str, skip: int, max_count: int | None, out: Path,
+            seed: int | None, pack: int, device: str | None, amp: str, channels_last: bool, compile_model: bool,
+            quiet: bool, n: int) -> None:
     """Predict with the smoothed classifier on a dataset split (PREDICT of Cohen et al., 2019).
 
     Writes one TSV line per input: idx label predict correct time (predict -1 = abstain).
     """
-    if n < 1:
-        raise click.BadParameter(f"must be >= 1, got {n}", param_hint="--N")
-    smooth, ds = _prepare(model, dataset, data_root, split, sigma, alpha, batch, device, amp, channels_last,
+    check_int("n", n, 1)
+    smooth, ds = _prepare(model, dataset, data_root, split, sigma, noise, alpha, batch, device, amp, channels_last,
                           compile_model, out)
     report = predict_dataset(smooth, ds, out, n=n, alpha=alpha, batch_size=_noise_block(batch),
-                             selection=Selection(skip, max_count), seed=seed, pack=pack,
+                             selection=selection(skip, max_count), seed=seed, pack=pack,
                              progress=not quiet and sys.stderr.isatty())
     if not quiet and report.rank == 0:
         click.echo(run_summary(report))

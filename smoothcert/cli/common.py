@@ -1,24 +1,201 @@
-"""Pieces every command shares: library errors as one-line usage errors, device selection."""
+"""What every command shares: the one mapping from library argument errors to CLI flags, the
+option definitions whose names mean one thing across commands, deprecated spellings, devices.
+
+Conventions (one meaning per name, every command):
+
+* ``--out``     the output (a file; ``train``'s run directory). Commands that can just print
+                (``attack``, ``analyze``, ``evaluate``) write only when it is given.
+* ``--batch``   rows per forward pass (noisy samples, attacked inputs, corrupted images);
+                ``train``'s optimisation batch is ``--batch-size``.
+* ``--max``     at most MAX inputs; omitted = all.
+* ``--seed``    default 0: every random command is reproducible unless told otherwise.
+* ``--amp``     ``--amp [MODE]``: none (default), bf16, fp16, or ``--amp`` alone = auto.
+* ``--channels-last/--no-channels-last``  default on (the measured faster layout; same maths).
+* ``--norm``    the Lp norm of a threat model or certificate; ``train``'s normalisation layers
+                are ``--normalize``.
+
+Old spellings (``train OUT_DIR``, ``train --batch``, ``train --norm``, ``--max -1``,
+``attack --check-certificates``) still work for one release and print a deprecation warning.
+"""
 from __future__ import annotations
 
 from functools import wraps
+from pathlib import Path
 from typing import Any, Callable
 
 import click
 import torch
+from click.core import ParameterSource
+
+from ..validation import ArgumentError
+
+# -- library argument -> CLI flag (the one place) ---------------------------------------------------
+# Flags whose spelling differs from "--" + the argument's name with "-" for "_"; per command first.
+FLAG_OF_ARG: dict[str, str] = {"n0": "--N0", "n": "--N", "batch_size": "--batch", "max_count": "--max",
+                               "max_images": "--max", "max": "--max", "out_dir": "--out", "labels": "--label"}
+FLAG_OF_ARG_IN: dict[str, dict[str, str]] = {
+    "train": {"batch_size": "--batch-size", "norm": "--normalize", "max_count": "--max-train-samples"},
+}
+
+
+def flag_for(ctx: click.Context | None, arg: str) -> str | None:
+    """The flag of ``ctx``'s command that sets library argument ``arg``; None if it has none."""
+    if ctx is None:
+        return None
+    cmd = ctx.command
+    opts = {o for p in cmd.params for o in p.opts if o.startswith("-")}
+    flag = FLAG_OF_ARG_IN.get(cmd.name or "", {}).get(arg) or FLAG_OF_ARG.get(arg) or "--" + arg.replace("_", "-")
+    if flag in opts:
+        return flag
+    for p in cmd.params:  # an option whose parameter is named like the argument
+        if p.name == arg and isinstance(p, click.Option):
+            return p.opts[0]
+    return None
+
+
+def _strip_arg(message: str, arg: str) -> str:
+    """The message without its leading argument name ("alpha must be ..." -> "must be ...")."""
+    if message.startswith(arg):
+        rest = message[len(arg):]
+        if rest[:1] in (" ", ":"):
+            return rest.lstrip(": ").strip() or message
+    return message
+
+
+def as_click_error(error: Exception, ctx: click.Context | None = None) -> click.ClickException:
+    """A library error as click's one-line error (exit status 2): ``ArgumentError`` names its flag."""
+    msg = (str(error).splitlines() or ["invalid input"])[0] or "invalid input"
+    if isinstance(error, ArgumentError):
+        flag = flag_for(ctx if ctx is not None else click.get_current_context(silent=True), error.arg)
+        if flag is not None:
+            return click.BadParameter(_strip_arg(msg, error.arg), param_hint=flag)
+    if isinstance(error, OSError) and error.filename is not None:
+        msg = f"{error.filename}: {error.strerror or msg}"
+    return click.UsageError(msg)
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the library's ValueError into click's one-line usage error (exit status 2)."""
+    """The library's ValueError (and file-system errors) as a one-line usage error, exit status 2."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except ValueError as e:
-            raise click.UsageError(str(e).splitlines()[0] if str(e) else "invalid input") from None
+        except (ValueError, PermissionError, IsADirectoryError, NotADirectoryError, FileNotFoundError) as e:
+            raise as_click_error(e) from None
 
     return wrapper
+
+
+# -- deprecations ------------------------------------------------------------------------------------
+def warn_deprecated(old: str, new: str) -> None:
+    click.echo(f"warning: {old} is deprecated and will be removed in the next release; {new}", err=True)
+
+
+def given(ctx: click.Context, name: str) -> bool:
+    """Whether the user set parameter ``name`` (not a default)."""
+    return ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+
+
+def deprecated_option(old: str, dest: str, new: str, note: str = "",
+                      **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A hidden option ``old`` kept for one release: its value goes to parameter ``dest`` (the new
+    option ``new``), with a warning on stderr (plus ``note``); giving both is an error."""
+    hidden = "deprecated_" + old.lstrip("-").replace("-", "_")
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @wraps(fn)
+        def wrapper(*args: Any, **kw: Any) -> Any:
+            value = kw.pop(hidden)
+            if value is not None:
+                ctx = click.get_current_context()
+                if given(ctx, dest):
+                    raise click.UsageError(f"give {new} or {old}, not both ({old} is deprecated)")
+                warn_deprecated(old, f"use {new}{note}")
+                kw[dest] = value
+            return fn(*args, **kw)
+
+        return click.option(old, hidden, hidden=True, default=None, **kwargs)(wrapper)
+
+    return deco
+
+
+# -- shared options ----------------------------------------------------------------------------------
+def out_option(help: str, required: bool = False, file_okay: bool = True) -> Callable[..., Any]:
+    return click.option("--out", type=click.Path(path_type=Path, file_okay=file_okay),
+                        required=required, default=None, help=help)
+
+
+def batch_option(default: int, help: str = "Rows per forward pass.") -> Callable[..., Any]:
+    return click.option("--batch", "batch", type=int, default=default, show_default=True, help=help)
+
+
+def _max_callback(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    if value == -1:
+        warn_deprecated("--max -1", "omit --max to take all inputs")
+        return None
+    if value is not None and value < 1:
+        raise click.BadParameter(f"must be >= 1 (omit it for all), got {value}", ctx=ctx, param=param)
+    return value
+
+
+def max_option(what: str = "inputs") -> Callable[..., Any]:
+    return click.option("--max", "--max-inputs", "max_count", type=int, default=None, callback=_max_callback,
+                        help=f"Process at most MAX {what} (default: all). Under torchrun write --max-inputs "
+                             "(torchrun's parser claims --max).")
+
+
+def seed_option(what: str = "the noise") -> Callable[..., Any]:
+    return click.option("--seed", type=int, default=0, show_default=True,
+                        help=f"Seed of {what}: reruns and resumes give identical output.")
+
+
+AMP_MODES = ("none", "auto", "bf16", "fp16")
+AMP_HELP = ("Autocast the forward passes: --amp alone = auto (bf16 where the device supports it, else fp16), or "
+            "none, bf16, fp16. bf16 runs on CUDA and on the CPU alike (on the CPU it is often slower); fp16 is for "
+            "CUDA. Lower precision changes the logits slightly, so votes, predictions and radii can differ from a "
+            "float32 run (the certificate is for the model as run).")
+
+
+def amp_option(modes: tuple[str, ...] = AMP_MODES, help: str = AMP_HELP) -> Callable[..., Any]:
+    """``--amp [MODE]``: one shape in every command (``--amp`` alone = auto)."""
+    return click.option("--amp", type=click.Choice(modes), is_flag=False, flag_value="auto", default="none",
+                        show_default=True, help=help)
+
+
+def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of an ``--amp`` mode on ``device`` (None: float32)."""
+    if mode == "none":
+        return None
+    if mode == "auto":
+        bf16 = device.type != "cuda" or torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if bf16 else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[mode]
+
+
+def channels_last_option() -> Callable[..., Any]:
+    return click.option("--channels-last/--no-channels-last", default=True, show_default=True,
+                        help="Channels-last (NHWC) memory format for the model and its batches: the same maths, "
+                             "often faster convolutions (see experiments/bench_certify.py).")
+
+
+def device_option() -> Callable[..., Any]:
+    return click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available).")
+
+
+def quiet_option() -> Callable[..., Any]:
+    return click.option("--quiet", is_flag=True, help="No progress bar.")
+
+
+def data_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--dataset, --data-root, --split for commands that load a model's data."""
+    for opt in reversed([
+        click.option("--dataset", default=None, help="Dataset name (default: the model's training dataset)."),
+        click.option("--data-root", default=None, help="Folder with the dataset files (mnist, cifar10, ...)."),
+        click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True),
+    ]):
+        fn = opt(fn)
+    return fn
 
 
 def resolve_device(device: str | None) -> torch.device:

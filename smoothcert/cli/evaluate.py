@@ -12,7 +12,9 @@ from . import main
 from ..corruptions import evaluate_corruptions, load_result, parse_corruptions, parse_severities
 from ..logs import atomic_write_json
 from ..runs import load_model_and_dataset
-from .common import resolve_device, user_errors
+from ..validation import check_int, check_output
+from .common import batch_option, data_options, device_option, max_option, quiet_option, resolve_device, seed_option, \
+    user_errors
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -41,21 +43,19 @@ def format_table(result: dict[str, Any]) -> str:
                    "gaussian_blur, defocus_blur, motion_blur, zoom_blur, contrast, brightness, pixelate, "
                    "jpeg_compression.")
 @click.option("--severities", default="1,2,3,4,5", show_default=True, help="Comma-separated severities in 1..5.")
-@click.option("--dataset", default=None, help="Dataset name (default: the model's training dataset).")
-@click.option("--data-root", default=None, help="Folder with the dataset files (mnist, cifar10, ...).")
-@click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
+@data_options
 @click.option("--baseline", type=click.Path(path_type=Path), default=None,
               help="RESULT.json of the baseline model (from smoothcert evaluate --out): adds CE and mCE.")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the result as JSON here.")
-@click.option("--max", "max_images", type=int, default=None, help="Evaluate the first MAX images only.")
-@click.option("--batch", type=int, default=256, show_default=True, help="Batch size.")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed of the random corruptions (results depend on it and on --batch).")
-@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available).")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the result as JSON here.")
+@max_option("images (the first ones)")
+@batch_option(256, "Rows (corrupted images) per forward pass.")
+@seed_option("the random corruptions (results depend on it and on --batch)")
+@device_option()
+@quiet_option()
 @user_errors
 def evaluate(model: Path, corruptions: str, severities: str, dataset: str | None, data_root: str | None, split: str,
-             baseline: Path | None, out: Path | None, max_images: int | None, batch: int, seed: int,
+             baseline: Path | None, out: Path | None, max_count: int | None, batch: int, seed: int,
              device: str | None, quiet: bool) -> None:
     """Accuracy of MODEL under common corruptions (Hendrycks & Dietterich, 2019).
 
@@ -71,12 +71,9 @@ def evaluate(model: Path, corruptions: str, severities: str, dataset: str | None
         sevs = parse_severities(severities)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--severities") from None
-    if batch < 1:
-        raise click.BadParameter(f"must be >= 1, got {batch}", param_hint="--batch")
-    if max_images is not None and max_images < 1:
-        raise click.BadParameter(f"must be >= 1, got {max_images}", param_hint="--max")
-    if out is not None and not out.parent.is_dir():
-        raise click.BadParameter(f"folder {str(out.parent)!r} does not exist", param_hint="--out")
+    check_int("batch_size", batch, 1)
+    if out is not None:
+        check_output("out", out)
     base = None
     if baseline is not None:
         try:
@@ -86,7 +83,7 @@ def evaluate(model: Path, corruptions: str, severities: str, dataset: str | None
     dev = resolve_device(device)
     net, config, ds = load_model_and_dataset(model, dataset, data_root, split, dev)
     result = evaluate_corruptions(net, ds, names, sevs, batch_size=batch, seed=seed, baseline=base,
-                                  max_images=max_images, device=dev, progress=not quiet and sys.stderr.isatty())
+                                  max_images=max_count, device=dev, progress=not quiet and sys.stderr.isatty())
     result.update({"model": str(model), "split": split,
                    "baseline": None if baseline is None else str(baseline)})
     if out is not None:

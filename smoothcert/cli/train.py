@@ -2,6 +2,7 @@
 
 Method flags map onto the chosen method's constructor by name (``--alps-eps`` -> ``alps_eps``),
 read from its signature: a method flag the method does not take is an error, never ignored.
+Library errors map to their flags in ``cli/common.py`` like every command's.
 """
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from typing import Any
 import click
 
 from . import main
-from .common import resolve_device
-from ..methods import _REGISTRY, _load_all, list_methods
+from .common import (amp_option, channels_last_option, deprecated_option, device_option, resolve_device,
+                     user_errors, warn_deprecated)
+from ..methods import METHODS
 from ..models.dubin import NORMS
 from ..train import SCHEDULES, NonFiniteLoss, train as train_run
 
@@ -21,11 +23,14 @@ from ..train import SCHEDULES, NonFiniteLoss, train as train_run
 METHOD_FLAGS: list[tuple[str, Any, str]] = [
     ("--sigma", float, "Gaussian noise level in [0, 1] pixel units (gauss, maxup-gauss, maxup, alps, smoothadv); "
                        "recorded as the sigma to certify at."),
+    ("--noise", str, "Smoothing noise drawn at --sigma: gaussian (default), laplace, uniform (gauss, maxup-gauss, "
+                      "maxup, alps, smoothadv); recorded as the noise to certify with."),
     ("--m", int, "MaxUp: number of augmented copies per input (maxup-gauss, maxup). Under torchrun write "
                  "--num-copies (torchrun's parser claims --m)."),
     ("--warmup-epochs", int, "MaxUp: epochs of plain augmentation (m = 1) first [maxup-gauss: 5, maxup: 0]."),
     ("--augment", str, "maxup: augmentation chain, names joined by '+', each with an optional :value -- gaussian, "
-                       "crop-flip[:padding], cutout[:size], cutmix[:alpha], mixup[:alpha]; e.g. 'crop-flip+cutmix'."),
+                       "crop-flip[:padding], crop[:padding] (no flip), cutout[:size], cutmix[:alpha], "
+                       "mixup[:alpha]; e.g. 'crop-flip+cutmix'."),
     ("--select-resolution", int, "maxup: rank the m copies on images downsampled to this side; train at full size."),
     ("--alps-alpha", float, "ALPS: lam ~ Beta(alps-alpha, alps-beta) [8]."),
     ("--alps-beta", float, "ALPS: lam ~ Beta(alps-alpha, alps-beta) [2]."),
@@ -51,11 +56,7 @@ def _param(flag: str) -> str:
 def method_params(method: str, given: dict[str, Any]) -> dict[str, Any]:
     """The constructor arguments of ``method`` from the method flags given (None = not given).
     UsageError for a flag the method does not take or a required one that is missing."""
-    _load_all()
-    if method not in _REGISTRY:
-        raise click.BadParameter(f"unknown method {method!r}; choose from {', '.join(list_methods())}",
-                                 param_hint="--method")
-    sig = inspect.signature(_REGISTRY[method].__init__)
+    sig = inspect.signature(METHODS.get(method).__init__)  # ArgumentError("method") if unknown
     accepted = {n for n, p in sig.parameters.items()
                 if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     params = {}
@@ -81,21 +82,26 @@ def _method_options(fn: Any) -> Any:
 
 
 @main.command("train")
-@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("out_dir", required=False, metavar="[OUT_DIR]", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run directory to write (config.json, checkpoint.pt, train_log.tsv).")
 @click.option("--dataset", default="digits", show_default=True,
               help="digits (bundled), mnist, cifar10, cifar100, svhn, imagenet, synthetic.")
 @click.option("--data-root", type=click.Path(exists=True, file_okay=False), default=None,
               help="Folder with the dataset files (mnist, cifar10, ...).")
 @click.option("--download", is_flag=True, help="Fetch missing dataset files (needs torchvision and internet).")
 @click.option("--arch", default=None, help="Model (default: the dataset's), e.g. lenet, cifar_resnet110, wrn.")
-@click.option("--norm", type=click.Choice(NORMS), default="bn", show_default=True,
+@click.option("--normalize", "normalize", type=click.Choice(NORMS), default="bn", show_default=True,
               help="Normalisation layers: bn, or AugMax's dual BatchNorm dubn / dubin.")
+@deprecated_option("--norm", "normalize", "--normalize", type=click.Choice(NORMS))
 @click.option("--method", default="gauss", show_default=True,
               help="Training method: gauss, maxup-gauss, maxup, alps, smoothadv, augmix, augmax.")
 @_method_options
 @click.option("--epochs", type=int, default=90, show_default=True)
-@click.option("--batch-size", "--batch", "batch_size", type=int, default=256, show_default=True,
-              help="Global batch size (over all torchrun processes).")
+@click.option("--batch-size", "batch_size", type=int, default=256, show_default=True,
+              help="Global optimisation batch (over all torchrun processes).")
+@deprecated_option("--batch", "batch_size", "--batch-size",
+                   " (--batch is rows per forward pass in every other command)", type=int)
 @click.option("--lr", type=float, default=0.1, show_default=True)
 @click.option("--momentum", type=float, default=0.9, show_default=True)
 @click.option("--weight-decay", type=float, default=1e-4, show_default=True)
@@ -103,49 +109,50 @@ def _method_options(fn: Any) -> Any:
               help="step: lr x lr-gamma every lr-step-size epochs; cosine: to 0 over the epochs.")
 @click.option("--lr-step-size", type=int, default=30, show_default=True)
 @click.option("--lr-gamma", type=float, default=0.1, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available).")
-@click.option("--amp", is_flag=True, help="Mixed precision on CUDA (bfloat16 where supported, else float16).")
-@click.option("--channels-last", is_flag=True,
-              help="NHWC memory format for weights and batches (same maths; often faster convolutions).")
-@click.option("--resume", is_flag=True, help="Continue the run in OUT_DIR (same settings; --epochs may grow).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the initialisation, batches and noise.")
+@device_option()
+@amp_option(("none", "auto"), "Mixed precision training, CUDA only: --amp alone = auto, bf16 where the GPU "
+                              "supports it, else fp16 with loss scaling (train picks the dtype). The trained weights "
+                              "differ slightly from a float32 run.")
+@channels_last_option()
+@click.option("--resume", is_flag=True, help="Continue the run in --out (same settings; --epochs may grow).")
 @click.option("--num-workers", type=int, default=0, show_default=True, help="DataLoader workers (image folders).")
 @click.option("--max-train-samples", type=int, default=None, help="Train on the first N inputs only.")
 @click.option("--max-test-samples", type=int, default=None, help="Evaluate on the first N test inputs only.")
 @click.option("--quiet", is_flag=True, help="No progress bar or epoch lines.")
-def train(out_dir: Path, dataset: str, data_root: str | None, download: bool, arch: str | None, norm: str,
-          method: str, epochs: int, batch_size: int, lr: float, momentum: float, weight_decay: float, schedule: str,
-          lr_step_size: int, lr_gamma: float, seed: int, device: str | None, amp: bool, channels_last: bool,
-          resume: bool, num_workers: int, max_train_samples: int | None, max_test_samples: int | None, quiet: bool,
-          **given: Any) -> None:
-    """Train a base classifier into the run directory OUT_DIR.
+@user_errors
+def train(out_dir: Path | None, out: Path | None, dataset: str, data_root: str | None, download: bool,
+          arch: str | None, normalize: str, method: str, epochs: int, batch_size: int, lr: float, momentum: float,
+          weight_decay: float, schedule: str, lr_step_size: int, lr_gamma: float, seed: int, device: str | None,
+          amp: str, channels_last: bool, resume: bool, num_workers: int, max_train_samples: int | None,
+          max_test_samples: int | None, quiet: bool, **given: Any) -> None:
+    """Train a base classifier into the run directory --out.
 
-    OUT_DIR gets config.json (what `smoothcert certify` needs), checkpoint.pt (each epoch,
+    --out gets config.json (what `smoothcert certify` needs), checkpoint.pt (each epoch,
     atomically) and train_log.tsv. Defaults follow Cohen et al. (2019). Under torchrun, run
-    `torchrun --nproc_per_node N -m smoothcert.cli train ...`.
+    `torchrun --nproc_per_node N -m smoothcert.cli train ...`. (The positional OUT_DIR of the
+    first release still works, with a deprecation warning.)
 
     \b
     Examples:
-      smoothcert train runs/gauss --method gauss --sigma 0.25
-      smoothcert train runs/maxup --dataset cifar10 --data-root data --method maxup-gauss --m 25 --sigma 0.25
+      smoothcert train --out runs/gauss --method gauss --sigma 0.25
+      smoothcert train --out runs/maxup --dataset cifar10 --data-root data --method maxup-gauss --m 25 --sigma 0.25
     """
+    if out_dir is not None:
+        if out is not None:
+            raise click.UsageError("give the run directory once: --out (the positional OUT_DIR is deprecated)")
+        warn_deprecated("the positional OUT_DIR", "use --out OUT_DIR")
+        out = out_dir
+    if out is None:
+        raise click.UsageError("Missing option '--out' (the run directory to write).")
     params = method_params(method, given)
     dev = resolve_device(device)
     try:
-        train_run(out_dir, dataset=dataset, arch=arch, method=method, method_params=params, epochs=epochs,
+        train_run(out, dataset=dataset, arch=arch, method=method, method_params=params, epochs=epochs,
                   batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay, schedule=schedule,
                   lr_step_size=lr_step_size, lr_gamma=lr_gamma, data_root=data_root, download=download, seed=seed,
-                  device=dev, amp=amp, channels_last=channels_last, resume=resume, quiet=quiet,
-                  model_kwargs={"norm": norm}, num_workers=num_workers, max_train_samples=max_train_samples, max_test_samples=max_test_samples)
-    except ValueError as e:
-        msg = str(e).splitlines()[0] if str(e) else "invalid input"
-        for flag, _, _ in METHOD_FLAGS:  # "m must be ..." from the method -> "--m: must be ..."
-            if msg.startswith(_param(flag) + " ") and _param(flag) in params:
-                raise click.BadParameter(msg[len(_param(flag)) + 1:], param_hint=flag) from None
-        for name in ("epochs", "batch_size", "lr", "momentum", "weight_decay", "lr_step_size", "lr_gamma", "seed",
-                     "num_workers", "max_train_samples", "max_test_samples"):
-            if msg.startswith(name + " "):
-                raise click.BadParameter(msg[len(name) + 1:], param_hint="--" + name.replace("_", "-")) from None
-        raise click.UsageError(msg) from None
+                  device=dev, amp=amp == "auto", channels_last=channels_last, resume=resume, quiet=quiet,
+                  model_kwargs={"norm": normalize}, num_workers=num_workers, max_train_samples=max_train_samples,
+                  max_test_samples=max_test_samples)
     except NonFiniteLoss as e:
         raise click.ClickException(str(e)) from None

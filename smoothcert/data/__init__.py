@@ -15,6 +15,9 @@ from typing import Callable
 import torch
 from torch.utils.data import Dataset
 
+from ..registry import Registry
+from ..validation import ArgumentError
+
 SPLITS = ("train", "test")
 
 
@@ -58,31 +61,31 @@ class DatasetEntry:
     help: str
 
 
-_REGISTRY: dict[str, DatasetEntry] = {}
+DATASETS: Registry[DatasetEntry] = Registry("dataset", "dataset")
 
 
 def register_dataset(name: str, needs_root: bool, help: str) -> Callable[[Callable[..., ImageDataset]], Callable[..., ImageDataset]]:
+    """Decorator: register a loader ``fn(split, root, download) -> ImageDataset`` under ``name``."""
+
     def deco(fn: Callable[..., ImageDataset]) -> Callable[..., ImageDataset]:
-        _REGISTRY[name] = DatasetEntry(fn, needs_root, help)
+        DATASETS.add(name, DatasetEntry(fn, needs_root, help))
         return fn
 
     return deco
 
 
 def list_datasets() -> list[str]:
-    return sorted(_REGISTRY)
+    return DATASETS.names()
 
 
 def get_dataset(name: str, split: str = "test", root: str | None = None, download: bool = False) -> ImageDataset:
     """Load dataset ``name`` (``split`` in {train, test}); ValueError with a one-line reason if
     the name is unknown or the files are missing (saying which files to put where)."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(list_datasets())}")
+    entry = DATASETS.get(name)
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    entry = _REGISTRY[name]
+        raise ArgumentError("split", f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if entry.needs_root and root is None:
-        raise ValueError(f"dataset {name!r} needs --data-root: {entry.help}")
+        raise ArgumentError("data_root", f"data_root: dataset {name!r} needs a data root: {entry.help}")
     ds = entry.loader(split=split, root=root, download=download)
     ds.split = split  # recorded in certify logs' metadata
     return ds
@@ -90,4 +93,4 @@ def get_dataset(name: str, split: str = "test", root: str | None = None, downloa
 
 from . import files, sklearn_digits, synthetic  # noqa: E402,F401  (register loaders)
 
-__all__ = ["ImageDataset", "TensorImageDataset", "get_dataset", "list_datasets", "register_dataset"]
+__all__ = ["DATASETS", "DatasetEntry", "ImageDataset", "TensorImageDataset", "get_dataset", "list_datasets", "register_dataset"]

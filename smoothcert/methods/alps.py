@@ -11,7 +11,7 @@ Each input x_i is moved towards another input of the batch and given an adversar
 rho_i is the closed-form maximiser of the cross-entropy over labels in the L1 ball of radius E
 around the one-hot y_i: it moves E/2 of the label mass to the class the model finds least likely.
 The defaults Beta(8, 2) (mode 7/8) keep x~ close to x_i, as the label's main mass requires.
-With ``sigma`` > 0, Gaussian noise is added to x~ (the model trains on noisy inputs and can be
+With ``sigma`` > 0, Gaussian noise (or ``noise``: laplace, uniform) is added to x~ (the model trains on noisy inputs and can be
 certified at sigma); k* is then the least-likely class at the noisy input.
 
 k* comes from the (detached) logits of the training forward itself: no extra forward pass.
@@ -27,8 +27,8 @@ from torch import nn
 
 from ..augment import sample_beta
 from ..losses import soft_cross_entropy
-from ..noise import add_gaussian_noise
-from ..validation import check_sigma
+from ..noise import add_noise, noise_params, training_noise
+from ..validation import ArgumentError, check_sigma
 from . import register_method
 from .base import Method
 
@@ -45,14 +45,16 @@ def alps_target(logits: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tens
 class ALPS(Method):
     """Train on x~ = lam x_i + (1 - lam) x_j (+ noise) with adversarial soft labels (module doc)."""
 
-    def __init__(self, sigma: float = 0.0, alps_alpha: float = 8.0, alps_beta: float = 2.0, alps_eps: float = 0.5):
+    def __init__(self, sigma: float = 0.0, alps_alpha: float = 8.0, alps_beta: float = 2.0, alps_eps: float = 0.5,
+                 noise: str = "gaussian"):
         super().__init__()
         self.sigma = check_sigma(sigma)
+        self.noise = training_noise(noise, self.sigma)
         for name, v in (("alps_alpha", alps_alpha), ("alps_beta", alps_beta)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v > 0) or not math.isfinite(v):
-                raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+                raise ArgumentError(name, f"{name} must be a finite number > 0, got {v!r}")
         if isinstance(alps_eps, bool) or not isinstance(alps_eps, (int, float)) or not (0 < alps_eps <= 1):
-            raise ValueError(f"alps_eps must be in (0, 1], got {alps_eps!r}")
+            raise ArgumentError("alps_eps", f"alps_eps must be in (0, 1], got {alps_eps!r}")
         self.alps_alpha, self.alps_beta, self.alps_eps = float(alps_alpha), float(alps_beta), float(alps_eps)
 
     def perturb(self, x: torch.Tensor) -> torch.Tensor:
@@ -60,7 +62,7 @@ class ALPS(Method):
         B = x.shape[0]
         lam = sample_beta(self.alps_alpha, self.alps_beta, B).to(device=x.device, dtype=x.dtype).view(-1, 1, 1, 1)
         perm = torch.randperm(B).to(x.device)
-        return add_gaussian_noise(lam * x + (1 - lam) * x[perm], self.sigma)
+        return add_noise(lam * x + (1 - lam) * x[perm], self.sigma, self.noise)
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         logits = model(self.perturb(x))
@@ -69,7 +71,7 @@ class ALPS(Method):
 
     def params(self) -> dict[str, Any]:
         return {"sigma": self.sigma, "alps_alpha": self.alps_alpha, "alps_beta": self.alps_beta,
-                "alps_eps": self.alps_eps}
+                "alps_eps": self.alps_eps, **noise_params(self.noise)}
 
 
 __all__ = ["ALPS", "alps_target"]

@@ -3,7 +3,8 @@ Classifiers", NeurIPS 2019): SmoothAdv with the PGD attacker.
 
 For a batch x with labels y:
 
-1. draw M = ``num_noise_vec`` noise vectors d_1..d_M ~ N(0, sigma^2 I) per input (once per batch);
+1. draw M = ``num_noise_vec`` noise vectors d_1..d_M ~ N(0, sigma^2 I) per input (once per batch; ``noise``
+   laplace or uniform draws those instead);
 2. find x' = x + delta with one delta shared by the M copies that maximises the SmoothAdv
    objective -log (1/M) sum_k softmax(f(x' + d_k))_y: ``num_steps`` steps of L2 PGD
    (``attacks.PGD`` on ``attacks.SoftSmoothed`` with the noise of step 1) of size
@@ -26,8 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attacks import PGD, SoftSmoothed
-from ..noise import GaussianNoise
-from ..validation import check_int, check_sigma
+from ..noise import get_noise, noise_params, training_noise
+from ..validation import ArgumentError, check_int, check_sigma
 from . import register_method
 from .base import Method
 from .common import unwrap
@@ -37,16 +38,17 @@ from .common import unwrap
 class SmoothAdv(Method):
     """SmoothAdv-PGD: train on the M noisy copies of the soft-smoothed-classifier PGD example."""
 
-    def __init__(self, sigma: float, epsilon: float, num_steps: int = 10, num_noise_vec: int = 1, warmup: int = 1):
+    def __init__(self, sigma: float, epsilon: float, num_steps: int = 10, num_noise_vec: int = 1, warmup: int = 1,
+                 noise: str = "gaussian"):
         super().__init__()
         self.sigma = check_sigma(sigma, positive=True)
         if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not (0 < epsilon <= 1):
-            raise ValueError(f"epsilon must be an L2 radius in (0, 1] (pixel units), got {epsilon!r}")
+            raise ArgumentError("epsilon", f"epsilon must be an L2 radius in (0, 1] (pixel units), got {epsilon!r}")
         self.epsilon = float(epsilon)
         self.num_steps = check_int("num_steps", num_steps, 1)
         self.num_noise_vec = check_int("num_noise_vec", num_noise_vec, 1)
         self.warmup = check_int("warmup", warmup, 0)
-        self.noise = GaussianNoise(self.sigma)
+        self.noise = get_noise(training_noise(noise, self.sigma), self.sigma)  # drawn in step 1
         self.current_epsilon = self.epsilon_at(0)
 
     def epsilon_at(self, epoch: int) -> float:
@@ -64,7 +66,7 @@ class SmoothAdv(Method):
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                 noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(x', noise): the SmoothAdv example and the (M, *x.shape) noise it was found with
-        (drawn through ``GaussianNoise`` unless given). No autograd graph."""
+        (drawn from ``self.noise`` unless given). No autograd graph."""
         if noise is None:
             noise = self.noise.sample_(x.new_empty((self.num_noise_vec, *x.shape)))
         soft = SoftSmoothed(unwrap(model), self.sigma, self.num_noise_vec, noise=noise)
@@ -80,7 +82,7 @@ class SmoothAdv(Method):
 
     def params(self) -> dict[str, Any]:
         return {"sigma": self.sigma, "epsilon": self.epsilon, "num_steps": self.num_steps,
-                "num_noise_vec": self.num_noise_vec, "warmup": self.warmup}
+                "num_noise_vec": self.num_noise_vec, "warmup": self.warmup, **noise_params(self.noise.name)}
 
 
 __all__ = ["SmoothAdv"]

@@ -3,7 +3,8 @@
 Every model is ``nn.Sequential(NormalizeLayer(mean, std), net)``: inputs are pixels in [0, 1]
 and normalisation is the first layer (registered buffers, so it follows the model to any
 device). The state-dict layout ``0.*`` / ``1.*`` matches Cohen et al.'s reference checkpoints.
-Families register themselves with ``@register_model("name")``, one file per family.
+Families register themselves with ``@register_model("name")`` (``MODELS.register``), one file
+per family; ``MODELS`` is the registry (``MODELS.names()``, ``MODELS.get(name)``).
 """
 from __future__ import annotations
 
@@ -11,25 +12,19 @@ from typing import Callable, Sequence
 
 from torch import nn
 
+from ..registry import Registry
 from .normalize import NormalizeLayer
 
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model", "arch")
 
 
 def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator: register a builder ``fn(num_classes, in_channels, input_size, **kw) -> nn.Module``."""
-
-    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} registered twice")
-        _REGISTRY[name] = fn
-        return fn
-
-    return deco
+    return MODELS.register(name)
 
 
 def list_models() -> list[str]:
-    return sorted(_REGISTRY)
+    return MODELS.names()
 
 
 def create_model(
@@ -45,9 +40,7 @@ def create_model(
     """Build ``NormalizeLayer(mean, std)`` followed by the registered network ``name``.
     ``mean``/``std`` default to 0/1 (no normalisation). ``norm`` other than "bn" (dubn, dubin:
     AugMax's dual normalisation) converts the network with ``models.dubin.apply_norm``."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown arch {name!r}; choose from {', '.join(list_models())}")
-    net = _REGISTRY[name](num_classes=num_classes, in_channels=in_channels, input_size=input_size, **kwargs)
+    net = MODELS.get(name)(num_classes=num_classes, in_channels=in_channels, input_size=input_size, **kwargs)
     if norm != "bn":
         from .dubin import apply_norm
 
@@ -59,4 +52,4 @@ def create_model(
 
 from . import cifar_resnet, lenet, preact_resnet, resnet, wrn  # noqa: E402,F401  (register families)
 
-__all__ = ["NormalizeLayer", "create_model", "list_models", "register_model"]
+__all__ = ["MODELS", "NormalizeLayer", "create_model", "list_models", "register_model"]

@@ -22,6 +22,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from ..validation import ArgumentError
+
 ROUTES = ("clean", "adv")
 NORMS = ("bn", "dubn", "dubin")
 
@@ -205,14 +207,14 @@ def apply_norm(net: nn.Module, norm: str) -> nn.Module:
     "dubn" makes every BatchNorm2d a DuBN, "dubin" does that and puts a DuBIN in the first
     normalisation of each early residual block. ValueError if the model cannot take ``norm``."""
     if norm not in NORMS:
-        raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+        raise ArgumentError("norm", f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
     if norm == "bn":
         return net
     kind = type(net).__name__
     if norm == "dubin":
         blocks = residual_blocks(net)
         if not blocks:
-            raise ValueError(f"--norm dubin needs a model with residual blocks (cifar_resnet20/110, preact_resnet18, "
+            raise ArgumentError("norm", f"norm dubin needs a model with residual blocks (cifar_resnet20/110, preact_resnet18, "
                              f"wrn, or a model built from their blocks); the model ({kind}) has none")
         for block in early_blocks(blocks):
             attr = _RESIDUAL_BLOCKS[type(block)]
@@ -220,12 +222,12 @@ def apply_norm(net: nn.Module, norm: str) -> nn.Module:
             if isinstance(current, DuBIN):
                 continue
             if not isinstance(current, (nn.BatchNorm2d, DuBN)):
-                raise ValueError(f"--norm dubin: {type(block).__name__}.{attr} is {type(current).__name__}, "
+                raise ArgumentError("norm", f"norm dubin: {type(block).__name__}.{attr} is {type(current).__name__}, "
                                  f"expected a BatchNorm2d")
             setattr(block, attr, DuBIN.from_norm(current))
     converted = _convert_batchnorms(net)
     if converted == 0 and not has_dual_bn(net):
-        raise ValueError(f"--norm {norm} needs a model with BatchNorm2d layers; the model ({kind}) has none")
+        raise ArgumentError("norm", f"norm {norm} needs a model with BatchNorm2d layers; the model ({kind}) has none")
     return net
 
 
