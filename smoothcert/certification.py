@@ -104,15 +104,12 @@ def certify_dataset(
         if tol is not None:
             tol = check_float("tol", tol, 0.0, lo_open=True)
     norm, bound = smooth.check_options(**options)  # before any file is touched
-    if sequential:  # the sequential rule certifies the noise's natural norm with a one-sided bound
-        if norm != smooth.noise.natural_norm:
-            raise ArgumentError("norm", f"norm {norm!r}: sequential=True certifies {smooth.noise.natural_norm} only")
-        if bound != "one-sided":
-            raise ArgumentError("bound", f"bound {bound!r}: sequential=True is one-sided only")
+    if sequential and bound != "one-sided":
+        raise ArgumentError("bound", f"bound: sequential certification bounds pA alone (one-sided), got {bound!r}")
     source, settings, recorded = _describe(smooth, meta)
     # the norm and bound certified, always (norm None is the noise's natural norm), so a resume
     # compares what was certified, not how it was asked for; logs from before several noises
-    # existed record neither and resume as Gaussian L2 one-sided runs
+    # existed record neither and resume as Gaussian L2 one-sided runs (runner.LEGACY_DEFAULTS)
     settings.update({"N0": n0, "N": n, "alpha": alpha, "pack": pack, **options, "norm": norm, "bound": bound,
                      "sequential": bool(sequential)})
     if sequential:
@@ -124,7 +121,8 @@ def certify_dataset(
             pred, radius = smooth.certify_batch(xs, n0, n, alpha, batch_size, gen, **options)
             return [[int(p), floor_decimal(float(r), RADIUS_PLACES), int(int(p) == y)]
                     for p, r, y in zip(pred, radius, ys.tolist())]
-        pred, radius, used = smooth.certify_sequential_batch(xs, n0, n, alpha, batch_size, radii, tol, gen)
+        pred, radius, used = smooth.certify_sequential_batch(xs, n0, n, alpha, batch_size, radii, tol, gen,
+                                                             **options)
         drawn[0] += n0 * len(idx) + int(used.sum())
         return [[int(p), floor_decimal(float(r), RADIUS_PLACES), int(int(p) == y), int(u)]
                 for p, r, y, u in zip(pred, radius, ys.tolist(), used.tolist())]

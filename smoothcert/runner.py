@@ -120,8 +120,8 @@ def _difference(name: str, old: Any, new: Any) -> tuple[str, Any, Any] | None:
 
 
 # Settings the first release did not record, with the only value it could have used: a resume of
-# such a log with another noise, norm or bound is refused like any other change of settings.
-LEGACY_DEFAULTS: dict[str, Any] = {"noise": "gaussian", "norm": "l2", "bound": "one-sided"}
+# such a log with another noise, norm, bound or as a sequential run is refused like any other change.
+LEGACY_DEFAULTS: dict[str, Any] = {"noise": "gaussian", "norm": "l2", "bound": "one-sided", "sequential": False}
 
 
 def check_resume(out: Path, old: dict[str, Any], key: str, settings: dict[str, Any], identity: dict[str, Any],

@@ -155,6 +155,8 @@ class StoppingRule:
     cs: ConfidenceSequence
     radii: np.ndarray | None = None
     tol: float | None = None
+    norm: str | None = None  # the certified norm (None: the noise's own)
+    dim: int | None = None  # the input dimension (for linf radii)
     _needed: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -163,7 +165,7 @@ class StoppingRule:
             self.tol = DEFAULT_TOL_SIGMAS * float(self.noise.sigma)
         self.tol = check_float("tol", self.tol, 0.0, lo_open=True)
         if self.radii is not None:
-            self._needed = np.array([float(self.noise.p_lower_needed(float(r))) for r in self.radii])
+            self._needed = np.array([float(self.noise.p_lower_needed(float(r), self.norm, self.dim)) for r in self.radii])
 
     def _level(self, p_lower: np.ndarray) -> np.ndarray:
         """Index of the largest grid radius certified by ``p_lower`` (-1: none)."""
@@ -171,7 +173,7 @@ class StoppingRule:
 
     def _radius(self, p_lower: np.ndarray) -> np.ndarray:
         """noise.radius(p_lower) where p_lower >= 1/2, -inf (no certificate) elsewhere."""
-        return np.where(p_lower >= 0.5, np.asarray(self.noise.radius(p_lower), dtype=np.float64), -np.inf)
+        return np.where(p_lower >= 0.5, np.asarray(self.noise.radius(p_lower, self.norm, self.dim), dtype=np.float64), -np.inf)
 
     def reach(self, nA: np.ndarray, k: int) -> np.ndarray:
         """The lower bound at n_max if the remaining samples voted for cA at rate U_k."""

@@ -31,8 +31,8 @@ from torch import nn
 
 from .inference import allocate, chunk_candidates, memory_cap, prepare_model, probe_chunk_size
 from .noise import Noise, check_bound, get_noise
-from .sequential import ConfidenceSequence, StoppingRule, abstain_test_pvalues
 from .stats import abstain_test_pvalue, clopper_pearson_lower, clopper_pearson_upper
+from .sequential import ConfidenceSequence, StoppingRule, abstain_test_pvalues
 from .validation import ArgumentError, check_alpha, check_int
 
 ABSTAIN = -1
@@ -498,6 +498,9 @@ class Smooth:
         radii: Sequence[float] | np.ndarray | None = None,
         tol: float | None = None,
         generator: torch.Generator | None = None,
+        *,
+        norm: str | None = None,
+        bound: str = "one-sided",
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """CERTIFY with a sequential stopping rule (``smoothcert.sequential``) for each input of
         ``xs``: returns (predictions, radii, n_used), (B,) int64 / float64 / int64 tensors.
@@ -509,16 +512,22 @@ class Smooth:
         lower bound on the radius the same samples certify), without it the radius itself
         (to within ``tol``, default 0.01 sigma). With probability >= 1 - alpha every returned
         radius is certified, whatever the stopping time. ``n_used`` counts estimation samples
-        (<= n_max). One host sync per round; only inputs still running draw samples.
+        (<= n_max). One host sync per round; only inputs still running draw samples. ``norm``
+        as in ``certify`` (the noise's radius for that norm); the bound is one-sided (the
+        confidence sequence bounds pA alone), ``bound="two-sided"`` is refused.
         """
         n0 = check_int("n0", n0, 1)
         n_max = check_int("n_max", n_max, 1)
         alpha = check_alpha(alpha)
         batch_size = check_int("batch_size", batch_size, 1)
-        rule = StoppingRule(self.noise, ConfidenceSequence.create(n_max, alpha), radii, tol)
         xs = self._as_batch(xs, "xs", single=False).to(self.device)
+        dim = int(xs[0].numel())
+        norm, bound = self.check_options(norm, bound, dim)
+        if bound != "one-sided":
+            raise ArgumentError("bound", f"bound: sequential certification bounds pA alone (one-sided), got {bound!r}")
+        rule = StoppingRule(self.noise, ConfidenceSequence.create(n_max, alpha), radii, tol, norm, dim)
         B = xs.shape[0]
-        cA = self.sample_counts(xs, n0, batch_size, generator).argmax(1)
+        cA = self._counts(xs, n0, batch_size, generator).argmax(1)
         cA_np = np.zeros(B, dtype=np.int64)
         nA = np.zeros(B, dtype=np.int64)
         n_used = np.zeros(B, dtype=np.int64)
@@ -527,7 +536,7 @@ class Smooth:
         drawn = 0
         for k, n_k in enumerate(rule.cs.looks):
             sel = torch.from_numpy(running).to(xs.device)
-            counts = self.sample_counts(xs[sel], int(n_k) - drawn, batch_size, generator)
+            counts = self._counts(xs[sel], int(n_k) - drawn, batch_size, generator)
             new = counts.gather(1, cA[sel, None]).squeeze(1)
             top, new_np = torch.stack([cA[sel], new]).cpu().numpy()  # the one host sync of the round
             drawn = int(n_k)
@@ -553,12 +562,15 @@ class Smooth:
         radii: Sequence[float] | np.ndarray | None = None,
         tol: float | None = None,
         generator: torch.Generator | None = None,
+        *,
+        norm: str | None = None,
+        bound: str = "one-sided",
     ) -> tuple[int, float, int]:
         """Sequential CERTIFY of one input ``x`` (C, H, W): (cA, radius, n_used) or
         (ABSTAIN, 0.0, n_used); see ``certify_sequential_batch``."""
         pred, radius, n_used = self.certify_sequential_batch(
-            self._as_batch(x, "x", single=True), n0, n_max, alpha, batch_size, radii, tol, generator
-        )
+            self._as_batch(x, "x", single=True), n0, n_max, alpha, batch_size, radii, tol, generator,
+            norm=norm, bound=bound)
         return int(pred[0]), float(radius[0]), int(n_used[0])
 
     # -- sequential PREDICT --------------------------------------------------------------
@@ -594,7 +606,7 @@ class Smooth:
         drawn = 0
         for k, n_k in enumerate(cs.looks):
             sel = torch.from_numpy(running).to(xs.device)
-            counts_total[sel] += self.sample_counts(xs[sel], int(n_k) - drawn, batch_size, generator)
+            counts_total[sel] += self._counts(xs[sel], int(n_k) - drawn, batch_size, generator)
             top2 = counts_total[sel].topk(2, dim=1)
             values, labels = torch.stack([top2.values, top2.indices]).cpu().numpy()  # one host sync
             drawn = int(n_k)

@@ -337,8 +337,6 @@ def test_resume_of_a_fixed_log_as_sequential_is_refused(digits_run, tmp_path):
     (["--sequential", "--tol", "0"], "--tol"),
     (["--sequential", "--tol", "-1"], "--tol"),
     (["--sequential", "--N", "0"], "--N"),
-    (["--sequential", "--bound", "two-sided"], "bound"),
-    (["--sequential", "--norm", "linf"], "norm"),
 ])
 def test_cli_sequential_errors_exit_2_one_line(digits_run, runner, tmp_path, args, needle):
     from smoothcert.cli import main
@@ -347,3 +345,34 @@ def test_cli_sequential_errors_exit_2_one_line(digits_run, runner, tmp_path, arg
     err = [line for line in r.output.splitlines() if line.startswith("Error")]
     assert len(err) == 1 and needle in err[0], r.output
     assert "Traceback" not in r.output and not (tmp_path / "o.tsv").exists()
+
+
+@pytest.mark.parametrize("noise,norm_", [("laplace", "l1"), ("uniform", "linf"), ("gaussian", "linf")])
+def test_certify_sequential_other_noises_and_norms_are_sound(noise, norm_):
+    """The stopping rule uses the noise's radius for the asked norm: on the half-space the true
+    L1 / Linf distance of x to the boundary is |x_1 - b| (the input has 2 coordinates), so false
+    certificates stay at a rate consistent with alpha, and the radius is the noise's formula."""
+    smooth = Smooth(Halfspace(0.3), 2, 0.5, noise=noise, seed=0)
+    copies = 300
+    xs, off = inputs([0.2, 0.4], copies, b=0.3)
+    pred, radius, used = smooth.certify_sequential_batch(xs, 20, N_MAX, ALPHA, 50_000, norm=norm_)
+    pred, radius = pred.numpy(), radius.numpy()
+    certified = pred != ABSTAIN
+    false = certified & ((pred != (off > 0)) | (radius > np.abs(off) + 1e-6))
+    assert false.mean() <= mc_limit(ALPHA, 2 * copies) and certified.mean() > 0.5
+    # sharper, and it fails if the rule used another norm's formula: never above the radius that
+    # the true pA gives for this norm (pA in closed form: the noise's 1-D CDF at the distance)
+    lam = smooth.noise.sigma / math.sqrt(2) if noise == "laplace" else smooth.noise.sigma * math.sqrt(3)
+    d = np.abs(off)
+    p_true = {"gaussian": norm.cdf(d / 0.5), "laplace": 1 - 0.5 * np.exp(-d / lam),
+              "uniform": np.minimum(0.5 + d / (2 * lam), 1.0)}[noise]
+    best = np.asarray(smooth.noise.radius(p_true, norm_, 2))
+    assert np.mean(certified & (radius > best + 1e-6)) <= mc_limit(ALPHA, 2 * copies)
+    assert int(used.max()) <= N_MAX
+    with pytest.raises(ArgumentError) as e:
+        smooth.certify_sequential_batch(xs[:2], 20, N_MAX, ALPHA, 1000, bound="two-sided")
+    assert e.value.arg == "bound"
+    if noise == "laplace":
+        with pytest.raises(ArgumentError) as e:
+            smooth.certify_sequential_batch(xs[:2], 20, N_MAX, ALPHA, 1000, norm="l2")
+        assert e.value.arg == "norm"

@@ -15,7 +15,7 @@ from ..noise import BOUNDS, NOISES, NORMS, config_noise
 from ..runs import load_model_and_dataset
 from ..sequential import check_radii
 from ..smoothing import Smooth
-from ..validation import check_alpha, check_int, check_output, check_sigma
+from ..validation import check_alpha, check_float, check_int, check_output, check_sigma
 from .common import (amp_dtype, amp_option, channels_last_option, data_options, device_option,
                      max_option, quiet_option, resolve_device, seed_option, user_errors)
 
@@ -112,8 +112,7 @@ def _prepare(model: Path, dataset: str | None, data_root: str | None, split: str
                    "between the two bounds).")
 @click.option("--sequential", is_flag=True,
               help="Stop drawing estimation samples once the certificate cannot improve within --N "
-                   "(anytime-valid bound, same guarantee; the noise's own norm, one-sided); the log gets a "
-                   "trailing column n_used.")
+                   "(anytime-valid bound, same guarantee); the log gets a trailing column n_used.")
 @click.option("--radii", "radii_spec", default=None,
               help="With --sequential: certify the largest radius of this grid (e.g. 0:2.5:0.25 or 0,0.5,1); "
                    "the logged radius is that grid level. Default: the radius itself.")
@@ -143,9 +142,9 @@ def certify(model: Path, dataset: str | None, data_root: str | None, split: str,
         try:
             radii = check_radii(parse_radii(radii_spec))
         except ValueError as e:
-            raise click.BadParameter(str(e), param_hint="--radii") from None
-    if tol is not None and not tol > 0:
-        raise click.BadParameter(f"must be > 0, got {tol}", param_hint="--tol")
+            raise click.BadParameter(str(e).splitlines()[0], param_hint="--radii") from None
+    if tol is not None:
+        check_float("tol", tol, 0.0, lo_open=True)
     smooth, ds = _prepare(model, dataset, data_root, split, sigma, noise, alpha, batch, device, amp, channels_last,
                           compile_model, out)
     norm, bound = smooth.check_options(norm, bound)  # --norm/--bound for this noise, before the log is created
