@@ -18,6 +18,10 @@ The model for sigma 1.0 has no committed checkpoint, so sigma 1.0 is reported as
 
     python experiments/bench_sequential.py --sigma 0.25 --mode grid --data-root /work/shared/data
     python experiments/bench_sequential.py --report
+
+The committed results: grid and single at both sigmas on all 500 images (sigma 0.5 grid in two
+processes, --images 300 and --start 300), wallclock with --wallclock-images 10, nogrid with
+--nogrid-images 40 (results/sequential/run*.log are the console logs).
 """
 from __future__ import annotations
 
@@ -111,8 +115,8 @@ def run(sigma: float, mode: str, args) -> None:
                        str(int(used[j])), f"{per:.4f}"] + extra[j]
                 log.write("\t".join(row) + "\n")
             log.flush()
-            print(f"sigma {sigma} {mode}: {len(done) + start + len(idx)}/{len(indices)} load {os.getloadavg()[0]:.2f}",
-                  flush=True)
+            print(f"sigma {sigma} {mode}: {start + len(idx)}/{len(todo)} of this run "
+                  f"load {os.getloadavg()[0]:.2f}", flush=True)
 
 
 def certified_accuracy(log: dict[str, np.ndarray], radii: np.ndarray) -> list[float]:

@@ -53,7 +53,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy.stats import binom
 
-from .stats import clopper_pearson_lower
+from .stats import clopper_pearson_lower, clopper_pearson_upper
 from .validation import ArgumentError, check_alpha, check_float, check_int
 
 DEFAULT_FIRST_LOOK = 64
@@ -89,13 +89,6 @@ def alpha_spending(looks: np.ndarray, alpha: float, final_share: float = DEFAULT
         return np.array([alpha])
     early = alpha * (1.0 - final_share) * looks[:-1] / looks[:-1].sum()
     return np.append(early, alpha * final_share)
-
-
-def clopper_pearson_upper(nA: np.ndarray, n: int, alpha: float) -> np.ndarray:
-    """One-sided (1 - alpha) Clopper–Pearson upper bound, by symmetry
-    1 - CP_lower(n - nA, n, alpha) (1 when nA == n)."""
-    nA = np.asarray(nA, dtype=np.int64)
-    return 1.0 - clopper_pearson_lower(n - nA, n, alpha)
 
 
 @dataclass(frozen=True)
