@@ -107,6 +107,10 @@ def read_meta(log_path: str | os.PathLike) -> dict[str, Any] | None:
     return meta
 
 
+# trailing columns a certify log may carry: n_used, the estimation samples of a sequential run
+CERTIFY_EXTRA = ("n_used",)
+
+
 def load_log(path: str | os.PathLike) -> CertLog:
     """Read a certify (``idx label predict radius correct time``), predict (``idx label predict
     correct time``) or attack (``idx label predict correct ...``) log, smoothcert's or the
@@ -124,7 +128,7 @@ def load_log(path: str | os.PathLike) -> CertLog:
     if not rows:
         raise ValueError(f"log {where} has a header but no records")
     col = {name: k for k, name in enumerate(header)}
-    if set(header) <= set(CERTIFY_COLUMNS) and "radius" in col:
+    if set(header) <= set(CERTIFY_COLUMNS) | set(CERTIFY_EXTRA) and "radius" in col:
         kind = "certify"
     elif set(header) <= set(PREDICT_COLUMNS):
         kind = "predict"
@@ -319,6 +323,18 @@ def _describe(log: CertLog) -> tuple[str | None, dict[str, Any], float | None, f
     return method, params, run.get("sigma", train_sigma), train_sigma
 
 
+def _certificate_parts(log: CertLog) -> list[str]:
+    """What the label must say about how a certify log certified, from its meta: the norm when it
+    is not L2, a two-sided bound, a sequential run (its radii are then grid levels)."""
+    run = (log.meta or {}).get("certify")
+    if not isinstance(run, dict):
+        return []
+    parts = [str(run["norm"]).upper()] if run.get("norm") not in (None, "l2") else []
+    parts += ["two-sided"] if run.get("bound") == "two-sided" else []
+    parts += ["sequential"] if run.get("sequential") else []
+    return parts
+
+
 def _num(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
@@ -335,7 +351,7 @@ def default_labels(logs: Sequence[LogLike]) -> list[str]:
     labels = []
     for log, (method, params, sigma, train_sigma) in zip(logs, described):
         shown = [k for k, v in params.items() if len(logs) == 1 or any(d[1].get(k, missing) != v for d in described)]
-        parts = [method or log.path.stem] + [f"{k}={_num(params[k])}" for k in shown]
+        parts = [method or log.path.stem] + [f"{k}={_num(params[k])}" for k in shown] + _certificate_parts(log)
         if isinstance(sigma, (int, float)) and not isinstance(sigma, bool):
             trained = (f" (trained {train_sigma:g})"
                        if isinstance(train_sigma, (int, float)) and not math.isclose(train_sigma, sigma) else "")
@@ -452,7 +468,8 @@ def _markdown(summary: dict[str, Any]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"]
     for cells, best in rows:
         lines.append("| " + " | ".join(f"**{esc(c)}**" if b else esc(c) for c, b in zip(cells, best)) + " |")
-    note = (f"Certified accuracy (%) at L2 radius r ({summary['radius']['scale']}); best of each column in bold; "
+    note = (f"Certified accuracy (%) at radius r ({summary['radius']['scale']}), in L2 unless the row says L1 or "
+            "LINF; best of each column in bold; "
             "'-' = not defined.")
     return "\n".join(lines) + "\n\n" + note + "\n"
 
@@ -472,7 +489,8 @@ def _latex(summary: dict[str, Any]) -> str:
     k = len(summary["radii"])
     lines = ["% needs \\usepackage{booktabs}",
              "\\begin{tabular}{l" + "r" * 4 + "r" * k + "}", "\\toprule",
-             " & & & & & \\multicolumn{%d}{c}{certified accuracy (\\%%) at L2 radius $r$} \\\\" % k,
+             " & & & & & \\multicolumn{%d}{c}{certified accuracy (\\%%) at radius $r$ "
+             "(L2 unless the row says otherwise)} \\\\" % k,
              "\\cmidrule(lr){6-%d}" % (5 + k),
              " & ".join(["config", "$n$", "acc.\\ (\\%)", "abstain (\\%)", "ACR"]
                         + [format_radius(r) for r in summary["radii"]]) + " \\\\",

@@ -23,7 +23,7 @@ from .logs import atomic_write_bytes  # noqa: E402
 from .validation import ArgumentError, check_output  # noqa: E402
 
 FIGURE_FORMATS = ("png", "pdf", "svg")
-X_LABEL = "radius (L2, [0,1] pixel scale)"
+X_LABEL = "radius ([0,1] pixel scale; L2 unless the legend says L1 or LINF)"
 Y_LABEL = "certified accuracy (%)"
 ENVELOPE_LABEL = "envelope (best of the above)"
 

@@ -295,3 +295,28 @@ def test_cli_analyze_bad_input_exits_2_with_one_line(logs, runner, tmp_path, arg
     errors = [line for line in r.output.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and needle in errors[0] and "Traceback" not in r.output
     assert not (tmp_path / "t.xml").exists()
+
+
+def test_sequential_and_non_l2_logs_are_certify_logs_labelled_by_their_certificate(tmp_path):
+    """A sequential log's trailing n_used column keeps it a certify log (radii read, ACR
+    defined), and labels say the norm (when not L2), a two-sided bound and a sequential run, so
+    rows certified in different norms are never read as one kind."""
+    import json
+
+    from smoothcert.analysis import default_labels, load_log
+
+    rows = "idx\tlabel\tpredict\tradius\tcorrect\ttime\tn_used\n0\t1\t1\t0.5\t1\t0.1\t300\n1\t2\t2\t0.25\t1\t0.1\t900\n"
+    seq = tmp_path / "seq.tsv"
+    seq.write_text(rows)
+    l1 = tmp_path / "l1.tsv"
+    l1.write_text("\n".join(line.rsplit("\t", 1)[0] for line in rows.splitlines()) + "\n")
+    two = tmp_path / "two.tsv"
+    two.write_text(l1.read_text())
+    config = {"method": "gauss", "method_params": {"sigma": 0.25}, "sigma": 0.25}
+    for path, run in ((seq, {"sigma": 0.25, "norm": "l2", "sequential": True}),
+                      (l1, {"sigma": 0.25, "norm": "l1", "bound": "one-sided"}),
+                      (two, {"sigma": 0.25, "norm": "l2", "bound": "two-sided"})):
+        Path(str(path) + ".meta.json").write_text(json.dumps({"config": config, "certify": run}))
+    log = load_log(seq)
+    assert log.kind == "certify" and log.radius.tolist() == [0.5, 0.25]
+    assert default_labels([seq, l1, two]) == ["gauss sequential σ=0.25", "gauss L1 σ=0.25", "gauss two-sided σ=0.25"]
