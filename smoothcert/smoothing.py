@@ -11,6 +11,9 @@ via Randomized Smoothing" (ICML 2019), Section 3.2 / Pseudocode:
   R = sigma * Phi^-1(pA_lower)). With probability >= 1 - alpha over the samples,
   g(x + delta) = cA for every ||delta|| < R. ``bound="two-sided"`` also bounds the runner-up
   class from above (Theorem 1 without pB = 1 - pA; see ``Smooth.certify_batch``).
+* ``certify_sequential``: CERTIFY's selection, then estimation in growing rounds that stop as
+  soon as the certificate can no longer improve within n_max samples; the lower bound on pA is
+  an anytime-valid confidence sequence (``smoothcert.sequential``), so the guarantee is the same.
 * ``predict``: draw n samples, take the top two counts nA >= nB and return the top class unless
   the two-sided binomial test of nA ~ Bin(nA + nB, 1/2) has p-value > alpha (then abstain). The
   probability of returning a class other than g(x) is at most alpha.
