@@ -103,9 +103,7 @@ def certify_dataset(
         radii = check_radii(radii)
         if tol is not None:
             tol = check_float("tol", tol, 0.0, lo_open=True)
-    norm, bound = smooth.check_options(**options)  # before any file is touched
-    if sequential and bound != "one-sided":
-        raise ArgumentError("bound", f"bound: sequential certification bounds pA alone (one-sided), got {bound!r}")
+    norm, bound = smooth.check_options(**options, sequential=sequential)  # before any file is touched
     source, settings, recorded = _describe(smooth, meta)
     # the norm and bound certified, always (norm None is the noise's natural norm), so a resume
     # compares what was certified, not how it was asked for; logs from before several noises

@@ -379,13 +379,16 @@ class Smooth:
             raise error
         return x
 
-    def check_options(self, norm: str | None = None, bound: str = "one-sided", dim: int | None = None
-                      ) -> tuple[str, str]:
+    def check_options(self, norm: str | None = None, bound: str = "one-sided", dim: int | None = None,
+                      sequential: bool = False) -> tuple[str, str]:
         """(norm, bound) validated for this noise: None is the noise's natural norm.
         ArgumentError("norm") for a norm the noise cannot certify, ArgumentError("bound") for an
-        unknown bound or a two-sided bound the noise has no certificate for."""
+        unknown bound, a two-sided bound the noise has no certificate for, or a two-sided bound
+        with ``sequential`` (the confidence sequence bounds pA alone)."""
         norm = self.noise.check_norm(norm)
         bound = check_bound(bound)
+        if sequential and bound != "one-sided":
+            raise ArgumentError("bound", f"bound: sequential certification bounds pA alone (one-sided), got {bound!r}")
         d = 1 if dim is None else dim
         if bound == "two-sided":
             self.noise.radius_two_sided(0.5, 0.5, norm, d)
@@ -525,9 +528,7 @@ class Smooth:
         batch_size = check_int("batch_size", batch_size, 1)
         xs = self._as_batch(xs, "xs", single=False).to(self.device)
         dim = int(xs[0].numel())
-        norm, bound = self.check_options(norm, bound, dim)
-        if bound != "one-sided":
-            raise ArgumentError("bound", f"bound: sequential certification bounds pA alone (one-sided), got {bound!r}")
+        norm, bound = self.check_options(norm, bound, dim, sequential=True)
         rule = StoppingRule(self.noise, ConfidenceSequence.create(n_max, alpha), radii, tol, norm, dim)
         B = xs.shape[0]
         cA = self._counts(xs, n0, batch_size, generator).argmax(1)
