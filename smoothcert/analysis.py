@@ -54,7 +54,8 @@ class CertLog:
 
     ``kind`` is ``certify``, ``predict`` or ``attack`` (see the module docstring); ``radius`` and
     ``time`` (seconds per input) are None when the log has no such column; ``meta`` is the
-    sidecar ``<path>.meta.json`` written by ``smoothcert certify``/``predict``, if present.
+    sidecar ``<path>.meta.json`` written by ``smoothcert certify``/``predict``, if present;
+    ``n_used`` (estimation samples per input) is set for a sequential certify log only.
     """
 
     path: Path
@@ -66,6 +67,7 @@ class CertLog:
     radius: np.ndarray | None = None
     time: np.ndarray | None = None
     meta: dict[str, Any] | None = field(default=None, repr=False)
+    n_used: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -140,6 +142,7 @@ def load_log(path: str | os.PathLike) -> CertLog:
     correct = np.empty(n, dtype=bool)
     radius = np.empty(n) if has_radius else None
     times = np.empty(n) if has_time else None
+    n_used = np.empty(n, dtype=np.int64) if has_radius and "n_used" in col else None
     for i, row in enumerate(rows):
         line = i + 2
         try:
@@ -155,6 +158,10 @@ def load_log(path: str | os.PathLike) -> CertLog:
                 radius[i] = r
             if times is not None:
                 times[i] = parse_time(row[col["time"]])
+            if n_used is not None:
+                n_used[i] = int(row[col["n_used"]])
+                if n_used[i] < 0:
+                    raise ValueError(f"n_used must be >= 0, got {row[col['n_used']]!r}")
         except ValueError as e:
             raise ValueError(f"log {where} line {line} is malformed: {e}") from None
         if correct[i] and predict[i] == -1:
@@ -164,7 +171,7 @@ def load_log(path: str | os.PathLike) -> CertLog:
         dup = uniq[counts > 1]
         raise ValueError(f"log {where} has duplicate idx {', '.join(map(str, dup[:5]))}"
                          f"{' ...' if len(dup) > 5 else ''} (merged or appended twice?)")
-    return CertLog(path, kind, idx, label, predict, correct, radius, times, read_meta(path))
+    return CertLog(path, kind, idx, label, predict, correct, radius, times, read_meta(path), n_used)
 
 
 def as_log(log: LogLike) -> CertLog:
@@ -226,6 +233,18 @@ def mean_time(log: LogLike) -> float | None:
     """Mean seconds per input, or None if the log has no time column."""
     log = as_log(log)
     return None if log.time is None else float(log.time.mean())
+
+
+def mean_samples(log: LogLike) -> float | None:
+    """Mean estimation samples per input (the N0 selection samples not counted): the mean of
+    ``n_used`` for a sequential certify log, N from the ``.meta.json`` for a fixed-N certify or
+    predict log, None when unknown (no meta, an attack log)."""
+    log = as_log(log)
+    if log.n_used is not None:
+        return float(log.n_used.mean())
+    run = (log.meta or {}).get(log.kind) if log.kind in ("certify", "predict") else None
+    n = run.get("N") if isinstance(run, dict) else None
+    return float(n) if isinstance(n, (int, float)) and not isinstance(n, bool) else None
 
 
 def certified_accuracy(log: LogLike, radii: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -387,7 +406,8 @@ def _best_flags(values: list[float | None], higher: bool) -> list[bool]:
 def summarize(logs: Sequence[LogLike], radii: Sequence[float] | np.ndarray | None = None,
               labels: Sequence[str] | None = None, envelope: bool = False) -> dict[str, Any]:
     """The comparison of ``logs`` as the versioned JSON structure of docs/analysis_json.md:
-    per log n, accuracy, abstain rate, ACR, mean time and certified accuracy at ``radii``
+    per log n, accuracy, abstain rate, ACR, mean time, mean estimation samples (``mean_samples``)
+    and certified accuracy at ``radii``
     (default: ``default_radii``), with the best value of each column flagged; with
     ``envelope``, the best over the certify logs at each radius. Fractions in [0, 1]; undefined
     values are None."""
@@ -405,7 +425,7 @@ def summarize(logs: Sequence[LogLike], radii: Sequence[float] | np.ndarray | Non
             "label": str(lab), "path": str(log.path), "kind": log.kind, "n": log.n,
             "accuracy": accuracy(log), "abstain_rate": abstain_rate(log),
             "acr": average_certified_radius(log) if log.radius is not None else None,
-            "mean_time_s": mean_time(log),
+            "mean_time_s": mean_time(log), "mean_samples": mean_samples(log),
             "certified_accuracy": [_json_num(v) for v in certified_accuracy(log, r)],
         })
     cols = {"accuracy": True, "abstain_rate": False, "acr": True}
@@ -446,18 +466,33 @@ def _acr(v: float | None) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
+def _shows_samples(summary: dict[str, Any]) -> bool:
+    """Tables get a samples/input column when a sequential log is compared (its point is fewer samples)."""
+    return any("sequential" in row["label"].split() for row in summary["logs"])
+
+
+def _samples(v: float | None) -> str:
+    return "-" if v is None else f"{v:,.0f}"
+
+
 def _cells(summary: dict[str, Any]) -> tuple[list[str], list[tuple[list[str], list[bool]]]]:
-    """Header and (cells, best flags) per row, envelope last; values in % (ACR in radius units)."""
-    header = ["config", "n", "acc. (%)", "abstain (%)", "ACR"] + [f"r={format_radius(r)}" for r in summary["radii"]]
+    """Header and (cells, best flags) per row, envelope last; values in % (ACR in radius units);
+    a samples/input column after ACR when ``_shows_samples``."""
+    extra = _shows_samples(summary)
+    header = (["config", "n", "acc. (%)", "abstain (%)", "ACR"] + (["samples/input"] if extra else [])
+              + [f"r={format_radius(r)}" for r in summary["radii"]])
     rows = []
     for row in summary["logs"]:
         best = row["best"]
         cells = [row["label"], str(row["n"]), _pct(row["accuracy"]), _pct(row["abstain_rate"]), _acr(row["acr"])]
         flags = [False, False, best["accuracy"], best["abstain_rate"], best["acr"]]
+        if extra:
+            cells.append(_samples(row.get("mean_samples")))
+            flags.append(False)
         rows.append((cells + [_pct(v) for v in row["certified_accuracy"]], flags + best["certified_accuracy"]))
     env = summary.get("envelope")
     if env:
-        cells = [f"best of {len(env['of'])} (envelope)", "", "-", "-", "-"]
+        cells = [f"best of {len(env['of'])} (envelope)", "", "-", "-", "-"] + (["-"] if extra else [])
         rows.append((cells + [_pct(v) for v in env["certified_accuracy"]], [False] * len(header)))
     return header, rows
 
@@ -487,13 +522,14 @@ def latex_escape(text: str) -> str:
 def _latex(summary: dict[str, Any]) -> str:
     header, rows = _cells(summary)
     k = len(summary["radii"])
+    fixed = (["config", "$n$", "acc.\\ (\\%)", "abstain (\\%)", "ACR"]
+             + (["samples/input"] if _shows_samples(summary) else []))
     lines = ["% needs \\usepackage{booktabs}",
-             "\\begin{tabular}{l" + "r" * 4 + "r" * k + "}", "\\toprule",
-             " & & & & & \\multicolumn{%d}{c}{certified accuracy (\\%%) at radius $r$ "
+             "\\begin{tabular}{l" + "r" * (len(fixed) - 1) + "r" * k + "}", "\\toprule",
+             " & " * len(fixed) + "\\multicolumn{%d}{c}{certified accuracy (\\%%) at radius $r$ "
              "(L2 unless the row says otherwise)} \\\\" % k,
-             "\\cmidrule(lr){6-%d}" % (5 + k),
-             " & ".join(["config", "$n$", "acc.\\ (\\%)", "abstain (\\%)", "ACR"]
-                        + [format_radius(r) for r in summary["radii"]]) + " \\\\",
+             "\\cmidrule(lr){%d-%d}" % (len(fixed) + 1, len(fixed) + k),
+             " & ".join(fixed + [format_radius(r) for r in summary["radii"]]) + " \\\\",
              "\\midrule"]
     for j, (cells, best) in enumerate(rows):
         if summary.get("envelope") and j == len(rows) - 1:
@@ -508,18 +544,20 @@ def _csv(summary: dict[str, Any]) -> str:
     radii = [f"r={format_radius(r)}" for r in summary["radii"]]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["label", "kind", "path", "n", "accuracy", "abstain_rate", "acr", "mean_time_s"] + radii + ["best"])
+    w.writerow(["label", "kind", "path", "n", "accuracy", "abstain_rate", "acr", "mean_time_s", "mean_samples"]
+               + radii + ["best"])
     blank = lambda v: "" if v is None else repr(v)  # noqa: E731
     for row in summary["logs"]:
         best = row["best"]
         marked = [k for k in ("accuracy", "abstain_rate", "acr") if best[k]]
         marked += [name for name, b in zip(radii, best["certified_accuracy"]) if b]
         w.writerow([row["label"], row["kind"], row["path"], row["n"], blank(row["accuracy"]),
-                    blank(row["abstain_rate"]), blank(row["acr"]), blank(row["mean_time_s"])]
+                    blank(row["abstain_rate"]), blank(row["acr"]), blank(row["mean_time_s"]),
+                    blank(row.get("mean_samples"))]
                    + [blank(v) for v in row["certified_accuracy"]] + [" ".join(marked)])
     env = summary.get("envelope")
     if env:
-        w.writerow([env["label"], "envelope", "", "", "", "", "", ""]
+        w.writerow([env["label"], "envelope", "", "", "", "", "", "", ""]
                    + [blank(v) for v in env["certified_accuracy"]] + [""])
     return buf.getvalue()
 
@@ -543,4 +581,4 @@ __all__ = ["CertLog", "FORMATS", "SCHEMA", "SCHEMA_VERSION", "abstain_rate", "ac
            "acr_standard_error", "as_log",
            "average_certified_radius", "certified_accuracy", "certified_accuracy_curve", "default_labels",
            "default_radii", "envelope", "envelope_curve", "format_radius", "format_table", "latex_escape", "load_log",
-           "mean_time", "parse_radii", "parse_time", "read_meta", "summarize"]
+           "mean_samples", "mean_time", "parse_radii", "parse_time", "read_meta", "summarize"]

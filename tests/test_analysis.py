@@ -320,3 +320,36 @@ def test_sequential_and_non_l2_logs_are_certify_logs_labelled_by_their_certifica
     log = load_log(seq)
     assert log.kind == "certify" and log.radius.tolist() == [0.5, 0.25]
     assert default_labels([seq, l1, two]) == ["gauss sequential σ=0.25", "gauss L1 σ=0.25", "gauss two-sided σ=0.25"]
+
+
+def test_sequential_logs_report_their_samples_per_input(tmp_path):
+    """A sequential log's point is fewer samples: mean_samples is the mean of its n_used column
+    (not the n_max of its meta), a fixed-N log's is the N of its meta, a log without meta has
+    none; md, LaTeX and CSV tables carry the column when a sequential log is compared."""
+    from smoothcert.analysis import mean_samples
+
+    seq = write(tmp_path / "seq.tsv", "idx\tlabel\tpredict\tradius\tcorrect\ttime\tn_used\n"
+                "0\t1\t1\t0.5\t1\t0.1\t300\n1\t2\t2\t0.25\t1\t0.1\t900\n2\t3\t-1\t0.0\t0\t0.1\t100000\n",
+                {"config": {"method": "gauss", "method_params": {"sigma": 0.25}, "sigma": 0.25},
+                 "certify": {"sigma": 0.25, "N0": 100, "N": 100000, "sequential": True}})
+    fixed = write(tmp_path / "fixed.tsv", HEADER + "\n".join(A_ROWS) + "\n", meta("gauss", {"sigma": 0.25}, 0.25))
+    bare = write(tmp_path / "bare.tsv", HEADER + "\n".join(B_ROWS) + "\n")
+    assert mean_samples(seq) == pytest.approx((300 + 900 + 100000) / 3)
+    assert mean_samples(fixed) == 100000 and mean_samples(bare) is None
+    summary = summarize([seq, fixed, bare], RADII)
+    assert [row["mean_samples"] for row in summary["logs"]] == [pytest.approx(33733.33, abs=0.01), 100000, None]
+    md = format_table(summary, "md").splitlines()
+    assert "samples/input" in md[0].split(" | ")
+    assert "33,733" in md[2] and "100,000" in md[3] and md[4].split(" | ")[5] == "-"
+    latex = format_table(summary, "latex")
+    assert "samples/input" in latex and "\\cmidrule(lr){7-11}" in latex
+    rows = list(csv.DictReader(io.StringIO(format_table(summary, "csv"))))
+    assert [r["mean_samples"] for r in rows] == [repr(summary["logs"][0]["mean_samples"]), "100000.0", ""]
+    # without a sequential log the md table keeps its columns
+    assert "samples/input" not in format_table(summarize([fixed, bare], RADII), "md")
+
+
+def test_bad_n_used_is_a_malformed_log(tmp_path):
+    bad = write(tmp_path / "bad.tsv", "idx\tlabel\tpredict\tradius\tcorrect\tn_used\n0\t1\t1\t0.5\t1\t-3\n")
+    with pytest.raises(ValueError, match="line 2 is malformed: n_used"):
+        load_log(bad)
