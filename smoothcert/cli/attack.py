@@ -92,11 +92,9 @@ def _resolve_sigma(sigma: float | None, recorded: dict[str, Any], config: dict[s
     return sigma
 
 
-def _run_check(ctx: click.Context, model: Path, log: Path, dataset: str | None, data_root: str | None, split: str,
-               sigma: float | None, num_noise_vec: int, n: int, alpha: float, steps: int, step_size: float | None,
-               radius_scale: float, cert_alpha: float | None, level: float, skip: int, max_count: int | None,
-               batch: int, seed: int, out: Path | None, device: str | None, quiet: bool) -> None:
-    """check-certificates' work (also behind the deprecated ``attack --check-certificates``)."""
+def _check_shared(sigma: float | None, num_noise_vec: int, n: int, alpha: float, steps: int,
+                  step_size: float | None, batch: int, out: Path | None) -> None:
+    """The checks of the options attack and check-certificates share, before anything is loaded."""
     if sigma is not None:
         check_sigma(sigma, positive=True)
     check_int("num_noise_vec", num_noise_vec, 1)
@@ -105,13 +103,21 @@ def _run_check(ctx: click.Context, model: Path, log: Path, dataset: str | None, 
     check_int("steps", steps, 1)
     if step_size is not None:
         check_float("step_size", step_size, 0.0, lo_open=True)
+    check_int("batch_size", batch, 1)
+    if out is not None:
+        check_output("out", out)
+
+
+def _run_check(ctx: click.Context, model: Path, log: Path, dataset: str | None, data_root: str | None, split: str,
+               sigma: float | None, num_noise_vec: int, n: int, alpha: float, steps: int, step_size: float | None,
+               radius_scale: float, cert_alpha: float | None, level: float, skip: int, max_count: int | None,
+               batch: int, seed: int, out: Path | None, device: str | None, quiet: bool) -> None:
+    """check-certificates' work (also behind the deprecated ``attack --check-certificates``)."""
+    _check_shared(sigma, num_noise_vec, n, alpha, steps, step_size, batch, out)
     check_float("radius_scale", radius_scale, 0.0, 1.0, lo_open=True)
     if cert_alpha is not None:
         check_float("cert_alpha", cert_alpha, 0.0, 1.0, lo_open=True, hi_open=True)
     check_float("level", level, 0.0, 1.0, lo_open=True, hi_open=True)
-    check_int("batch_size", batch, 1)
-    if out is not None:
-        check_output("out", out)
     if not log.is_file():
         raise click.BadParameter(f"{str(log)!r} does not exist", param_hint="LOG")
     net, config, ds = load_model_and_dataset(model, dataset, data_root, split, resolve_device(device))
@@ -222,17 +228,7 @@ def attack(ctx: click.Context, model: Path, dataset: str | None, data_root: str 
         _refuse(ctx, "to FGSM (one step of size --eps)", "steps", "step_size", "random_start")
     norm = norm.lower()
     check_float("eps", eps, 0.0, lo_open=True)
-    check_int("steps", steps, 1)
-    if step_size is not None:
-        check_float("step_size", step_size, 0.0, lo_open=True)
-    if sigma is not None:
-        check_sigma(sigma, positive=True)
-    check_int("num_noise_vec", num_noise_vec, 1)
-    check_int("n", n, 1)
-    check_alpha(alpha)
-    check_int("batch_size", batch, 1)
-    if out is not None:
-        check_output("out", out)
+    _check_shared(sigma, num_noise_vec, n, alpha, steps, step_size, batch, out)
 
     dev = resolve_device(device)
     net, config, ds = load_model_and_dataset(model, dataset, data_root, split, dev)
