@@ -23,8 +23,10 @@ It owns, for a TSV log ``out`` (one flushed row per input: ``idx label ... time`
   identical to an uninterrupted one.
 * **The process split.** Under ``torchrun`` (``WORLD_SIZE`` > 1) rank r takes every
   WORLD_SIZE-th selected input into the shard ``out.rank{r}``; rank 0 merges the shards into
-  ``out`` (sorted by idx, atomically) when every rank is done. Shards left by a killed torchrun
-  run are merged into ``out`` at the start of the next run.
+  ``out`` (sorted by idx, atomically) when every rank is done. A rank that fails (a bad input,
+  an error in ``step``) tells the others at that point, so every rank raises the error instead
+  of waiting for the merge. Shards left by a failed or killed torchrun run are merged into
+  ``out`` at the start of the next run.
 """
 from __future__ import annotations
 
@@ -177,6 +179,16 @@ class _Ranks:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def all_gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order, on every rank."""
+        if self.world == 1:
+            return [obj]
+        import torch.distributed as dist
+
+        box: list[Any] = [None] * self.world
+        dist.all_gather_object(box, obj)
+        return box
+
     def barrier(self) -> None:
         if self.world > 1:
             import torch.distributed as dist
@@ -223,8 +235,11 @@ def _error_payload(e: BaseException) -> tuple[str, str, str]:
 
 
 def _raise_payload(payload: tuple[str, str, str]) -> None:
-    _, arg, msg = payload
-    raise ArgumentError(arg, msg) if arg else ValueError(msg)
+    """Raise again, on this rank, an error another rank sent as ``_error_payload``."""
+    name, arg, msg = payload
+    if arg:
+        raise ArgumentError(arg, msg)
+    raise ValueError(msg) if name == "ValueError" else RuntimeError(f"{name}: {msg}")
 
 
 def run_logged(dataset: Any, out: str | os.PathLike, columns: Sequence[str], *, kind: str, key: str,
@@ -293,34 +308,48 @@ def run_logged(dataset: Any, out: str | os.PathLike, columns: Sequence[str], *, 
         batches = [mine[k:k + per_batch] for k in range(0, len(mine), per_batch)]
         batches = [b for b in batches if not all(i in done for i in b)]
         written, work = 0, 0.0
-        with tqdm(total=sum(map(len, batches)), disable=not progress, unit="input", dynamic_ncols=True,
-                  desc=out.name) as bar:
-            for b in batches:
-                xs = torch.stack([dataset[i][0] for i in b]).to(device)
-                ys = torch.tensor([int(dataset[i][1]) for i in b], device=device)
-                gen = torch.Generator(device=device).manual_seed(derived_seed(seed, b[0]))
-                t0 = time.perf_counter()
-                try:
-                    tails = step(b, xs, ys, gen)
-                except ArgumentError as e:  # a bad input: name it by its dataset index
-                    if getattr(e, "index", None) is None:
-                        raise
-                    raise ArgumentError("dataset", f"dataset: input idx {b[e.index]} has non-finite values "
-                                                   "(NaN or inf); no certificate is given for it") from None
-                dt = time.perf_counter() - t0
-                work += dt
-                for i, y, tail in zip(b, ys.tolist(), tails):
-                    if i not in done:  # a batch cut short by a kill is recomputed whole, logged once
-                        cut = len(tail) - trailing
-                        log.write([i, y, *tail[:cut], round(dt / len(b), 4), *tail[cut:]])
-                        written += 1
-                bar.update(len(b))
-                if samples_per_input:
-                    bar.set_postfix_str(f"{samples_per_input * len(b) / max(dt, 1e-9):,.0f} samples/s")
+        failure: Exception | None = None
+        try:
+            with tqdm(total=sum(map(len, batches)), disable=not progress, unit="input", dynamic_ncols=True,
+                      desc=out.name) as bar:
+                for b in batches:
+                    xs = torch.stack([dataset[i][0] for i in b]).to(device)
+                    ys = torch.tensor([int(dataset[i][1]) for i in b], device=device)
+                    gen = torch.Generator(device=device).manual_seed(derived_seed(seed, b[0]))
+                    t0 = time.perf_counter()
+                    try:
+                        tails = step(b, xs, ys, gen)
+                    except ArgumentError as e:  # a bad input: name it by its dataset index
+                        if getattr(e, "index", None) is None:
+                            raise
+                        raise ArgumentError("dataset", f"dataset: input idx {b[e.index]} has non-finite values "
+                                                       "(NaN or inf); no certificate is given for it") from None
+                    dt = time.perf_counter() - t0
+                    work += dt
+                    for i, y, tail in zip(b, ys.tolist(), tails):
+                        if i not in done:  # a batch cut short by a kill is recomputed whole, logged once
+                            cut = len(tail) - trailing
+                            log.write([i, y, *tail[:cut], round(dt / len(b), 4), *tail[cut:]])
+                            written += 1
+                    bar.update(len(b))
+                    if samples_per_input:
+                        bar.set_postfix_str(f"{samples_per_input * len(b) / max(dt, 1e-9):,.0f} samples/s")
+        except Exception as e:  # noqa: BLE001  (under torchrun every rank learns of it, none waits forever)
+            if ranks.world == 1:
+                raise
+            failure = e
         log.close()
         log = None
         if ranks.world > 1:
-            ranks.barrier()
+            # each rank's outcome reaches all (this is also the barrier before the merge); after a
+            # failure nothing is merged: the shards keep every finished row for the next run
+            outcomes = ranks.all_gather(None if failure is None else _error_payload(failure))
+            if failure is not None:
+                raise failure
+            failed = next(((r, p) for r, p in enumerate(outcomes) if p is not None), None)
+            if failed is not None:
+                rank, (name, arg, msg) = failed
+                _raise_payload((name, arg, f"{msg} (on rank {rank}; the rows written so far are kept)"))
             if ranks.rank == 0:
                 _merge(out, columns, kind, [out.with_name(out.name + f".rank{r}") for r in range(ranks.world)])
             ranks.barrier()

@@ -205,6 +205,50 @@ def test_under_torchrun_a_held_lock_stops_every_rank(digits_run, tmp_path):
     assert not list(tmp_path.glob("c.tsv.rank*")) and (not out.exists() or out.stat().st_size == 0)
 
 
+RANK_SCRIPT = """
+import os, sys, torch
+from smoothcert import Smooth, certify_dataset
+torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+class Data:
+    name, split = "toy", "test"
+    def __len__(self):
+        return 6
+    def __getitem__(self, i):
+        x = torch.full((1, 2, 2), i / 10)
+        if i == int(sys.argv[2]):
+            x[0, 0, 0] = float("nan")
+        return x, i % 3
+try:
+    report = certify_dataset(Smooth(net, 3, 0.25), Data(), sys.argv[1], n0=10, n=50, alpha=0.01, batch_size=50,
+                             seed=1)
+    print(f"rank {os.environ.get('RANK', '0')} ok: {report.written} written", flush=True)
+except Exception as e:
+    print(f"rank {os.environ.get('RANK', '0')} error: {e}", flush=True)
+    sys.exit(1)
+"""
+
+
+def test_under_torchrun_a_failing_rank_stops_every_rank_and_loses_no_row(tmp_path):
+    """Rank 1 meets a NaN input (idx 3) while rank 0 has finished its shard: rank 0 must not wait
+    for a merge that never comes; both ranks end with the error naming the input and the rank,
+    and the next run merges rank 0's finished rows instead of recomputing them."""
+    script, out = tmp_path / "run.py", tmp_path / "c.tsv"
+    script.write_text(RANK_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                        "29547", str(script), str(out), "3"], env=env, capture_output=True, text=True, timeout=240)
+    lines = [line for line in r.stdout.splitlines() if line.startswith("rank ")]
+    assert r.returncode != 0 and sorted(line[:13] for line in lines) == ["rank 0 error:", "rank 1 error:"], r.stdout
+    assert all("idx 3" in line for line in lines) and any("on rank 1" in line for line in lines)
+    assert sorted(p.name for p in tmp_path.glob("c.tsv.rank*")) == ["c.tsv.rank0", "c.tsv.rank1"]
+    r = subprocess.run([sys.executable, str(script), str(out), "-1"], env=env, capture_output=True, text=True,
+                       timeout=240)
+    assert r.stdout.strip() == "rank 0 ok: 2 written", r.stdout + r.stderr  # idx 0, 1, 2, 4 were kept
+    assert sorted(int(row[0]) for row in read_tsv(out)[1]) == [0, 1, 2, 3, 4, 5]
+    assert not list(tmp_path.glob("c.tsv.rank*"))
+
+
 def test_the_lock_is_held_during_the_run(smooth, digits, tmp_path):
     out = tmp_path / "c.tsv"
     seen = []
