@@ -1,0 +1,92 @@
+"""Benchmark: the training cost of each issue-15 method in gauss steps (LeNet, MNIST, batch 256).
+
+The full-protocol runs time whole epochs while other runs share the CPU, so their per-epoch seconds
+carry the load of the moment. This script measures one ``Trainer.step`` (loss, backward, SGD
+update) of each method with the exact parameters of ``mnist_certify.py``'s full protocol (past
+every warm-up), on real MNIST training batches, interleaving the methods over several rounds and
+taking medians, so that load from other processes affects all of them alike. The ratio
+step(method) / step(gauss) is the cost of an epoch in gauss epochs (data loading and the per-epoch
+test pass are the same for every method, and small); x 90 epochs it is the total training cost.
+
+Prints one JSON line per method and writes them to experiments/results/mnist/train_cost.jsonl:
+    python experiments/mnist_train_cost.py [--threads 1] [--rounds 5] [--data-root ../shared/data]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_train import seconds_per_call  # noqa: E402
+from mnist_certify import method_params  # noqa: E402
+
+from smoothcert.data import get_dataset  # noqa: E402
+from smoothcert.methods import create_method  # noqa: E402
+from smoothcert.models import create_model  # noqa: E402
+from smoothcert.train import Trainer  # noqa: E402
+
+SIGMA = 0.5
+VARIANTS = {  # label: (method, m)
+    "gauss": ("gauss", 5), "maxup-gauss m=5": ("maxup-gauss", 5), "maxup-gauss m=25": ("maxup-gauss", 25),
+    "alps": ("alps", 5), "smoothadv (eps 1, T 10, M 4)": ("smoothadv", 5),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--min-seconds", type=float, default=2.0, help="per method and round")
+    ap.add_argument("--data-root", default="../shared/data")
+    ap.add_argument("--out", default="experiments/results/mnist/train_cost.jsonl")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    train = get_dataset("mnist", "train", args.data_root)
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randperm(len(train), generator=g)[:256].tolist()
+    x = torch.stack([train[i][0] for i in idx])
+    y = torch.tensor([int(train[i][1]) for i in idx])
+    steps = {}
+    for label, (method, m) in VARIANTS.items():
+        torch.manual_seed(0)
+        model = create_model("lenet", num_classes=10, in_channels=1, input_size=28)
+        meth = create_method(method, **method_params(method, SIGMA, "full", m))
+        meth.on_epoch_start(89, 90)  # the last epoch: past every warm-up and ramp
+        trainer = Trainer(model, meth, epochs=90, lr=0.01, momentum=0.9, weight_decay=1e-4, device="cpu",
+                          channels_last=True)
+        steps[label] = (lambda t=trainer: t.step(x, y))
+        steps[label]()  # warm
+    times: dict[str, list[float]] = {v: [] for v in steps}
+    t0 = time.time()
+    for _ in range(args.rounds):
+        for v, fn in steps.items():
+            times[v].append(seconds_per_call(fn, torch.device("cpu"), args.min_seconds))
+    med = {v: statistics.median(t) for v, t in times.items()}
+    env = {"kind": "env", "torch": torch.__version__, "python": platform.python_version(), "threads": args.threads,
+           "rounds": args.rounds, "batch": 256, "sigma": SIGMA, "wall_s": round(time.time() - t0, 1),
+           "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    try:
+        env["loadavg"] = [round(v, 2) for v in __import__("os").getloadavg()]
+    except OSError:
+        pass
+    lines = [env] + [{"kind": "step", "method": VARIANTS[v][0], "label": v,
+                      "params": method_params(VARIANTS[v][0], SIGMA, "full", VARIANTS[v][1]),
+                      "seconds": round(med[v], 5), "seconds_all": [round(t, 5) for t in times[v]],
+                      "gauss_steps": round(med[v] / med["gauss"], 2),
+                      "cost_90_epochs_in_gauss_epochs": round(90 * med[v] / med["gauss"], 1)} for v in steps]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "a") as f:
+        for line in lines:
+            print(json.dumps(line), flush=True)
+            f.write(json.dumps(line) + "\n")
+
+
+if __name__ == "__main__":
+    main()
