@@ -222,6 +222,23 @@ def gauss_epoch(out: Path, protocol: str, stems) -> float:
     return float(np.median(secs)) if secs else math.nan
 
 
+def step_costs(out: Path) -> dict[tuple[str, int], float]:
+    """(method, m) -> cost of one training step in gauss steps, from the newest run of
+    ``mnist_train_cost.py`` in ``out/train_cost.jsonl`` (interleaved medians, one thread; m only
+    matters for maxup-gauss); empty if there is none."""
+    path = out / "train_cost.jsonl"
+    if not path.is_file():
+        return {}
+    costs: dict[tuple[str, int], float] = {}
+    for line in path.read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("kind") == "env":
+            costs = {}
+        elif rec.get("kind") == "step":
+            costs[(rec["method"], int(rec["params"].get("m", 5)))] = float(rec["gauss_steps"])
+    return costs
+
+
 def published_logs(out: Path) -> dict[tuple[str, float], list[Path]]:
     """The extracts under ``out/published`` by (file prefix, sigma), several per key where several
     published seeds were extracted."""
@@ -270,15 +287,17 @@ def compare_full(out: Path, figures: Path) -> tuple[list[str], dict]:
     radii = parse_radii(RADII)
     published = published_logs(out)
     stems = [p.name[:-len(".train_log.tsv")] for p in (out / "full").glob("*.train_log.tsv")]
-    full_epoch, short_epoch = gauss_epoch(out, "full", stems), gauss_epoch(
-        out, "short", [f"gauss-sigma{s}" for s in SIGMAS])
-    md = ["Our runs: full protocol (90 epochs, N = 100 000). Training cost = total training time / median "
-          "epoch of the full-protocol gauss runs. Published rows: the per-image certify logs of "
-          "jh-jeong/smoothing-consistency (models trained and certified in the same protocol), on the images "
-          "of ours that the extracts hold (`published/README.md`); SmoothAdv's cost is its measured "
-          f"short-protocol epoch here x {SMOOTHADV_EPOCHS} epochs, in short-protocol gauss epochs; MACER's "
-          "and Consistency's were not measured here. A run marked partial is still being certified: its "
-          "ACR covers the images done so far.", ""]
+    costs = step_costs(out)
+    md = ["Our runs: full protocol (90 epochs, N = 100 000). s/epoch: the run's own mean epoch time (one "
+          "thread, the other core busy with another run: it carries the load of its hours). Training cost in "
+          "gauss epochs: epochs x the cost of a training step in gauss steps, measured by "
+          "`mnist_train_cost.py` (`train_cost.jsonl`: every method's step interleaved in one process, "
+          "medians, one thread), so that load does not enter it. Published rows: the per-image certify logs "
+          "of jh-jeong/smoothing-consistency (models trained and certified in the same protocol), on the "
+          "images of ours that the extracts hold (`published/README.md`); SmoothAdv's cost is our SmoothAdv "
+          f"step (eps 1, 10 PGD steps, 4 noise vectors) x {SMOOTHADV_EPOCHS} epochs and its s/epoch our "
+          "short-protocol run's; MACER's and Consistency's were not measured here. A run marked partial is "
+          "still being certified: its ACR covers the images done so far.", ""]
     data: dict = {"radii": [float(r) for r in radii], "sigmas": {}}
     for sigma in SIGMAS:
         ours = []
@@ -290,12 +309,12 @@ def compare_full(out: Path, figures: Path) -> tuple[list[str], dict]:
             stem = path.stem
             secs = train_seconds(out, "full", stem) if (out / "full" / f"{stem}.train_log.tsv").is_file() else []
             label = {"gauss": "gauss", "maxup-gauss": f"MaxUp+Gauss m={m}", "alps": "ALPS"}[method] + " (ours)"
-            epochs = PROTOCOLS["full"]["epochs"]
+            epochs, step = PROTOCOLS["full"]["epochs"], costs.get((method, m if method == "maxup-gauss" else 5))
             ours.append({"label": label, "log": log, "note": "" if log.n >= NUM_IMAGES else
                          f" (partial: {log.n}/{NUM_IMAGES})", "s_epoch": float(np.mean(secs)) if secs else None,
-                         "cost": sum(secs) / full_epoch if secs else None,
-                         "cost_text": f"{sum(secs) / full_epoch:.0f} after {len(secs)} of {epochs} epochs"
-                         if 0 < len(secs) < epochs else None,
+                         "cost": epochs * step if step is not None else None,
+                         "cost_text": f"{epochs * step:.0f} ({len(secs)} of {epochs} epochs done)"
+                         if step is not None and 0 < len(secs) < epochs else None,
                          "published_acr": PUBLISHED_ACR[sigma] if method == "gauss" else None})
         pubs = []
         for (prefix, s), paths in sorted(published.items()):
@@ -306,7 +325,8 @@ def compare_full(out: Path, figures: Path) -> tuple[list[str], dict]:
                          "log": read_log(path)}
                 if prefix == "salman" and (out / "short" / f"smoothadv-sigma{sigma}.train_log.tsv").is_file():
                     per = float(np.mean(train_seconds(out, "short", f"smoothadv-sigma{sigma}")))
-                    entry.update(s_epoch=per, cost=SMOOTHADV_EPOCHS * per / short_epoch)
+                    step = costs.get(("smoothadv", 5))
+                    entry.update(s_epoch=per, cost=None if step is None else SMOOTHADV_EPOCHS * step)
                 elif prefix == "cohen":
                     entry.update(cost=float(SMOOTHADV_EPOCHS), published_acr=PUBLISHED_ACR[sigma])
                 else:
