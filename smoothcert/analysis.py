@@ -425,7 +425,7 @@ def summarize(logs: Sequence[LogLike], radii: Sequence[float] | np.ndarray | Non
             "label": str(lab), "path": str(log.path), "kind": log.kind, "n": log.n,
             "accuracy": accuracy(log), "abstain_rate": abstain_rate(log),
             "acr": average_certified_radius(log) if log.radius is not None else None,
-            "mean_time_s": mean_time(log), "mean_samples": mean_samples(log),
+            "mean_time_s": mean_time(log), "mean_samples": mean_samples(log), "sequential": log.n_used is not None,
             "certified_accuracy": [_json_num(v) for v in certified_accuracy(log, r)],
         })
     cols = {"accuracy": True, "abstain_rate": False, "acr": True}
@@ -468,7 +468,7 @@ def _acr(v: float | None) -> str:
 
 def _shows_samples(summary: dict[str, Any]) -> bool:
     """Tables get a samples/input column when a sequential log is compared (its point is fewer samples)."""
-    return any("sequential" in row["label"].split() for row in summary["logs"])
+    return any(row.get("sequential") for row in summary["logs"])
 
 
 def _samples(v: float | None) -> str:

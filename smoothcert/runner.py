@@ -24,8 +24,8 @@ It owns, for a TSV log ``out`` (one flushed row per input: ``idx label ... time`
 * **The process split.** Under ``torchrun`` (``WORLD_SIZE`` > 1) rank r takes every
   WORLD_SIZE-th selected input into the shard ``out.rank{r}``; rank 0 merges the shards into
   ``out`` (sorted by idx, atomically) when every rank is done. A rank that fails (a bad input,
-  an error in ``step``) tells the others at that point, so every rank raises the error instead
-  of waiting for the merge. Shards left by a failed or killed torchrun run are merged into
+  an error in ``step``) stops its shard and reports the error where the merge would be, so every
+  rank raises it instead of waiting for a merge that cannot come. Shards left by a failed or killed torchrun run are merged into
   ``out`` at the start of the next run.
 """
 from __future__ import annotations

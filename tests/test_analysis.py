@@ -338,6 +338,7 @@ def test_sequential_logs_report_their_samples_per_input(tmp_path):
     assert mean_samples(fixed) == 100000 and mean_samples(bare) is None
     summary = summarize([seq, fixed, bare], RADII)
     assert [row["mean_samples"] for row in summary["logs"]] == [pytest.approx(33733.33, abs=0.01), 100000, None]
+    assert [row["sequential"] for row in summary["logs"]] == [True, False, False]
     md = format_table(summary, "md").splitlines()
     assert "samples/input" in md[0].split(" | ")
     assert "33,733" in md[2] and "100,000" in md[3] and md[4].split(" | ")[5] == "-"
@@ -345,7 +346,8 @@ def test_sequential_logs_report_their_samples_per_input(tmp_path):
     assert "samples/input" in latex and "\\cmidrule(lr){7-11}" in latex
     rows = list(csv.DictReader(io.StringIO(format_table(summary, "csv"))))
     assert [r["mean_samples"] for r in rows] == [repr(summary["logs"][0]["mean_samples"]), "100000.0", ""]
-    # without a sequential log the md table keeps its columns
+    # the column follows the log, not its label; without a sequential log the md table keeps its columns
+    assert "samples/input" in format_table(summarize([seq, fixed], RADII, labels=["a", "b"]), "md")
     assert "samples/input" not in format_table(summarize([fixed, bare], RADII), "md")
 
 
