@@ -126,7 +126,9 @@ def test_channels_last_is_a_layout_choice_that_a_resume_may_change(tmp_path):
     assert state(nhwc)["config"]["channels_last"] is True
     train(nhwc, epochs=2, channels_last=False, resume=True, **smooth_run)
     a, b = state(plain)["state_dict"], state(nhwc)["state_dict"]
-    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-4) for k in a)
+    # float rounding only: two epochs of SGD on an AMD EPYC moved conv1's weights (max 0.36) by up to
+    # 1.3e-4 between layouts; a layout bug (permuted or transposed weights) moves them by O(0.1)
+    assert all(torch.allclose(a[k].float(), b[k].float(), rtol=1e-3, atol=1e-3) for k in a)
     assert [float(r[3]) for r in log_rows(plain)] == pytest.approx([float(r[3]) for r in log_rows(nhwc)], rel=1e-4)
     model, config = load_model(nhwc, "cpu")
     assert model(torch.rand(2, *config["input_shape"])).shape == (2, 4)
