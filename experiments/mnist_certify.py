@@ -312,7 +312,6 @@ def compare_full(out: Path, figures: Path) -> tuple[list[str], dict]:
     all the extracts hold, and one figure per sigma of those curves."""
     radii = parse_radii(RADII)
     published = published_logs(out)
-    stems = [p.name[:-len(".train_log.tsv")] for p in (out / "full").glob("*.train_log.tsv")]
     costs = step_costs(out)
     md = ["Our runs: full protocol (90 epochs, N = 100 000). s/epoch: the run's own mean epoch time (one "
           "thread, the other core busy with another run: it carries the load of its hours). Training cost in "
