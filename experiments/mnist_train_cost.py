@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -72,10 +73,8 @@ def main() -> None:
     env = {"kind": "env", "torch": torch.__version__, "python": platform.python_version(), "threads": args.threads,
            "rounds": args.rounds, "batch": 256, "sigma": SIGMA, "wall_s": round(time.time() - t0, 1),
            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    try:
-        env["loadavg"] = [round(v, 2) for v in __import__("os").getloadavg()]
-    except OSError:
-        pass
+    if hasattr(os, "getloadavg"):
+        env["loadavg"] = [round(v, 2) for v in os.getloadavg()]
     lines = [env] + [{"kind": "step", "method": VARIANTS[v][0], "label": v,
                       "params": method_params(VARIANTS[v][0], SIGMA, "full", VARIANTS[v][1]),
                       "seconds": round(med[v], 5), "seconds_all": [round(t, 5) for t in times[v]],
