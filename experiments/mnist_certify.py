@@ -3,10 +3,12 @@
 Three protocols, all on LeNet (conv 20@5x5, pool, conv 50@5x5, pool, fc 500, fc 10; no input
 normalisation) and the same fixed 500 test images (every 20th: idx 0, 20, ..., 9980):
 
-* ``full`` (the literature's setting, Cohen-style certification of LeNet on MNIST): gauss only,
-  SGD lr 0.01, momentum 0.9, weight decay 1e-4, batch 256, 90 epochs, lr x0.1 every 30;
-  certify with N0 = 100, N = 100 000, alpha = 0.001. Checks our pipeline against the published
-  ACR 0.911 / 1.558 / 1.618 (sigma 0.25 / 0.5 / 1.0).
+* ``full`` (the literature's setting, Cohen-style certification of LeNet on MNIST): SGD lr 0.01,
+  momentum 0.9, weight decay 1e-4, batch 256, 90 epochs, lr x0.1 every 30; certify with N0 = 100,
+  N = 100 000, alpha = 0.001. gauss checks our pipeline against the published ACR 0.911 / 1.558 /
+  1.618 (sigma 0.25 / 0.5 / 1.0); issue 15 adds maxup-gauss (m = 5 at every sigma, m = 25 at 0.5)
+  and alps (0.5) with ``--methods``/``--m``, compared in ``comparison.md`` with the published
+  per-image logs of SmoothAdv, MACER and Consistency, and a table of maxup-gauss against m.
 * ``scaled`` (what a 2-core CPU allows, every method, like for like): the same optimiser and
   batch, 12 epochs with lr x0.1 every 4 (the full schedule's three phases, compressed 7.5x),
   warm-ups scaled by the same factor, N = 10 000 (N0 = 100, alpha = 0.001). With N = 10 000 the
@@ -71,6 +73,7 @@ PUBLISHED_METHODS = {"cohen": "Gaussian", "salman": "SmoothAdv", "macer": "MACER
 COMPARED = (("gauss", 5), ("maxup-gauss", 5), ("maxup-gauss", 25), ("alps", 5))  # (method, m) of our full runs
 SMOOTHADV_EPOCHS = 90  # the literature's protocol; its per-epoch cost is our short-protocol smoothadv measurement
 SEED_SPREAD = (0.5, (0, 1, 2))  # scaled protocol: sigma and training seeds of the gauss vs maxup-gauss spread
+M_SWEEP = (5, 25, 50)  # maxup-gauss m of the m table (the paper's search is {5, 25, 50, 100, 150})
 
 PROTOCOLS = {
     "full": dict(epochs=90, lr_step_size=30, n=100_000, methods=("gauss", "maxup-gauss")),
@@ -424,16 +427,70 @@ def seed_spread(out: Path) -> tuple[list[str], dict]:
     return md, {"sigma": sigma, "protocol": "scaled", "seeds": rows, "over_seeds": stats}
 
 
+def m_sweep(out: Path) -> tuple[list[str], dict]:
+    """MaxUp+Gauss against its number of copies m, per protocol and sigma: every complete log of
+    maxup-gauss with m in ``M_SWEEP`` (training seed 0) next to gauss of the same protocol and sigma,
+    with the paired ACR differences to gauss and to m = 5 on the same images (SE of the paired mean),
+    certified accuracy (%) at r = 0, 0.5, ..., 2.0, and the cost of a step and of the protocol's
+    training in gauss units (``step_costs``; a run whose m was not timed shows none)."""
+    radii = np.arange(0.0, 2.01, 0.5)
+    costs = step_costs(out)
+    md = ["| protocol | sigma | run | ACR (SE) | - gauss (paired SE) | - m=5 (paired SE) | "
+          + " | ".join(f"r={format_radius(r)}" for r in radii) + " | step (gauss steps) | training (gauss epochs) |",
+          "|:---|---:|:---|---:|---:|---:|" + "---:|" * len(radii) + "---:|---:|"]
+    records = []
+    for protocol in ("scaled", "full"):
+        for sigma in SIGMAS:
+            runs = [("gauss", 5)] + [("maxup-gauss", m) for m in M_SWEEP]
+            logs = {}
+            for method, m in runs:
+                path = out / protocol / f"{run_name(method, sigma, m)}.tsv"
+                if path.is_file() and read_log(path).n >= NUM_IMAGES:
+                    logs[(method, m)] = read_log(path)
+            if sum(k[0] == "maxup-gauss" for k in logs) < 2:  # one m alone is no sweep
+                continue
+            gauss, m5 = logs.get(("gauss", 5)), logs.get(("maxup-gauss", 5))
+            for (method, m), log in logs.items():
+                cells = []
+                for ref in (gauss, m5):
+                    if ref is None or ref is log:
+                        cells.append(("", None))
+                    else:
+                        d, se, _ = acr_difference(log, ref)
+                        cells.append((f"{d:+.3f} ({se:.3f})", {"mean": d, "se": se}))
+                step = costs.get((method, m))
+                epochs = PROTOCOLS[protocol]["epochs"]
+                ca = [100 * float(v) for v in certified_accuracy(log, radii)]
+                label = "gauss" if method == "gauss" else f"maxup-gauss m={m}"
+                md.append(f"| {protocol} | {sigma} | {label} | {average_certified_radius(log):.3f} "
+                          f"({acr_standard_error(log):.3f}) | {cells[0][0]} | {cells[1][0]} | "
+                          + " | ".join(f"{v:.1f}" for v in ca)
+                          + f" | {'' if step is None else f'{step:.2f}'} | "
+                          f"{'' if step is None else f'{epochs * step:.0f}'} |")
+                records.append({"protocol": protocol, "sigma": sigma, "method": method, "m": m,
+                                "acr": average_certified_radius(log), "acr_se": acr_standard_error(log),
+                                "minus_gauss": cells[0][1], "minus_m5": cells[1][1],
+                                "certified_accuracy": dict(zip((float(r) for r in radii), ca)),
+                                "step_gauss_steps": step, "training_gauss_epochs": None if step is None
+                                else epochs * step})
+    return md, {"radii": [float(r) for r in radii], "rows": records}
+
+
 def write_comparison(out: Path, figures: Path) -> str:
     """``comparison.md`` and ``comparison.json`` under ``out`` (and the figures); returns the Markdown."""
     table, data = compare_full(out, figures)
     spread, spread_data = seed_spread(out)
+    sweep, sweep_data = m_sweep(out)
     sigma = SEED_SPREAD[0]
     text = "\n".join(["# MaxUp+Gauss in the full protocol, next to the published methods (issue 15)", "", *table,
                       f"## Training-seed spread: gauss vs maxup-gauss (m = 5), scaled protocol, sigma = {sigma}",
-                      "", *spread, ""])
+                      "", *spread, "", "## MaxUp+Gauss against m (training seed 0)", "",
+                      "Where two or more m of a protocol and sigma are complete; paired differences on the same "
+                      "500 images. Step cost: `train_cost.jsonl` (sigma 0.5; a step's cost does not depend on "
+                      "sigma).", "", *sweep, ""])
     atomic_write_bytes(out / "comparison.md", text.encode())
-    atomic_write_bytes(out / "comparison.json", (json.dumps({"full": data, "seed_spread": spread_data}, indent=2)
+    atomic_write_bytes(out / "comparison.json", (json.dumps({"full": data, "seed_spread": spread_data,
+                                                             "m_sweep": sweep_data}, indent=2)
                                                  + "\n").encode())
     return text
 

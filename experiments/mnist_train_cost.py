@@ -36,6 +36,7 @@ from smoothcert.train import Trainer  # noqa: E402
 SIGMA = 0.5
 VARIANTS = {  # label: (method, m)
     "gauss": ("gauss", 5), "maxup-gauss m=5": ("maxup-gauss", 5), "maxup-gauss m=25": ("maxup-gauss", 25),
+    "maxup-gauss m=50": ("maxup-gauss", 50),
     "alps": ("alps", 5), "smoothadv (eps 1, T 10, M 4)": ("smoothadv", 5),
 }
 
