@@ -242,6 +242,18 @@ def step_costs(out: Path) -> dict[tuple[str, int], float]:
     return costs
 
 
+def training_cost(method: str, m: int, protocol: str, costs: dict[tuple[str, int], float]) -> float | None:
+    """Training cost of a run in gauss epochs: its warm-up epochs (maxup-gauss trains plain gauss
+    steps until ``warmup_epochs``) at 1, every other epoch at the step cost ``costs[(method, m)]``
+    (``step_costs``); None if that step was not timed."""
+    step = costs.get((method, m if method == "maxup-gauss" else 5))
+    if step is None:
+        return None
+    epochs = PROTOCOLS[protocol]["epochs"]
+    warm = method_params(method, 0.5, protocol, m).get("warmup_epochs", 0) if method == "maxup-gauss" else 0
+    return warm + (epochs - warm) * step
+
+
 def published_logs(out: Path) -> dict[tuple[str, float], list[Path]]:
     """The extracts under ``out/published`` by (file prefix, sigma), several per key where several
     published seeds were extracted."""
@@ -318,7 +330,8 @@ def compare_full(out: Path, figures: Path) -> tuple[list[str], dict]:
     costs = step_costs(out)
     md = ["Our runs: full protocol (90 epochs, N = 100 000). s/epoch: the run's own mean epoch time (one "
           "thread, the other core busy with another run: it carries the load of its hours). Training cost in "
-          "gauss epochs: epochs x the cost of a training step in gauss steps, measured by "
+          "gauss epochs: the epochs after any warm-up (MaxUp+Gauss trains gauss steps for its first 5) x the "
+          "cost of a training step in gauss steps, plus the warm-up epochs at 1, with the step costs measured by "
           "`mnist_train_cost.py` (`train_cost.jsonl`: every method's step interleaved in one process, "
           "medians, one thread), so that load does not enter it. Published rows: the per-image certify logs "
           "of jh-jeong/smoothing-consistency (models trained and certified in the same protocol), on the "
@@ -337,12 +350,12 @@ def compare_full(out: Path, figures: Path) -> tuple[list[str], dict]:
             stem = path.stem
             secs = train_seconds(out, "full", stem) if (out / "full" / f"{stem}.train_log.tsv").is_file() else []
             label = {"gauss": "gauss", "maxup-gauss": f"MaxUp+Gauss m={m}", "alps": "ALPS"}[method] + " (ours)"
-            epochs, step = PROTOCOLS["full"]["epochs"], costs.get((method, m if method == "maxup-gauss" else 5))
+            epochs, cost = PROTOCOLS["full"]["epochs"], training_cost(method, m, "full", costs)
             ours.append({"label": label, "log": log, "note": "" if log.n >= NUM_IMAGES else
                          f" (partial: {log.n}/{NUM_IMAGES})", "s_epoch": float(np.mean(secs)) if secs else None,
-                         "cost": epochs * step if step is not None else None,
-                         "cost_text": f"{epochs * step:.0f} ({len(secs)} of {epochs} epochs done)"
-                         if step is not None and 0 < len(secs) < epochs else None,
+                         "cost": cost,
+                         "cost_text": f"{cost:.0f} ({len(secs)} of {epochs} epochs done)"
+                         if cost is not None and 0 < len(secs) < epochs else None,
                          "published_acr": PUBLISHED_ACR[sigma] if method == "gauss" else None})
         pubs = []
         for (prefix, s), paths in sorted(published.items()):
@@ -458,21 +471,19 @@ def m_sweep(out: Path) -> tuple[list[str], dict]:
                     else:
                         d, se, _ = acr_difference(log, ref)
                         cells.append((f"{d:+.3f} ({se:.3f})", {"mean": d, "se": se}))
-                step = costs.get((method, m))
-                epochs = PROTOCOLS[protocol]["epochs"]
+                step, cost = costs.get((method, m)), training_cost(method, m, protocol, costs)
                 ca = [100 * float(v) for v in certified_accuracy(log, radii)]
                 label = "gauss" if method == "gauss" else f"maxup-gauss m={m}"
                 md.append(f"| {protocol} | {sigma} | {label} | {average_certified_radius(log):.3f} "
                           f"({acr_standard_error(log):.3f}) | {cells[0][0]} | {cells[1][0]} | "
                           + " | ".join(f"{v:.1f}" for v in ca)
                           + f" | {'' if step is None else f'{step:.2f}'} | "
-                          f"{'' if step is None else f'{epochs * step:.0f}'} |")
+                          f"{'' if cost is None else f'{cost:.0f}'} |")
                 records.append({"protocol": protocol, "sigma": sigma, "method": method, "m": m,
                                 "acr": average_certified_radius(log), "acr_se": acr_standard_error(log),
                                 "minus_gauss": cells[0][1], "minus_m5": cells[1][1],
                                 "certified_accuracy": dict(zip((float(r) for r in radii), ca)),
-                                "step_gauss_steps": step, "training_gauss_epochs": None if step is None
-                                else epochs * step})
+                                "step_gauss_steps": step, "training_gauss_epochs": cost})
     return md, {"radii": [float(r) for r in radii], "rows": records}
 
 
