@@ -295,30 +295,41 @@ def comparison_table(entries: list[dict], gauss: CertLog | None, radii: np.ndarr
     return md, records
 
 
+AGAINST_HEAD = ("| run | ACR (SE) | ACR - ACR(gauss) (paired SE) | ACR - ACR(SmoothAdv) (paired SE) | share of "
+                "SmoothAdv's gain over gauss | training cost (gauss epochs) | share of SmoothAdv's training cost |")
+
+
 def against_smoothadv(entries: list[dict], gauss: CertLog | None) -> tuple[list[str], list[dict]]:
-    """Each of our non-gauss runs against SmoothAdv's published log on the same images: the paired
-    ACR difference, the share of SmoothAdv's gain over our gauss that the run reaches
-    (ACR(run) - ACR(gauss)) / (ACR(SmoothAdv) - ACR(gauss)), and the share of SmoothAdv's training
-    cost it spends; nothing where a term is missing or the run is partial."""
+    """Every run but SmoothAdv and the published Gaussian log against SmoothAdv's published log on the
+    same images: ACR (SE), the paired ACR differences to our gauss and to SmoothAdv, the share of
+    SmoothAdv's gain over our gauss that the run reaches (ACR(run) - ACR(gauss)) / (ACR(SmoothAdv) -
+    ACR(gauss)), and its training cost, also as a share of SmoothAdv's; Markdown rows without the
+    header (``AGAINST_HEAD``) and JSON records. Nothing where SmoothAdv or gauss is missing; partial
+    runs are left out."""
     sadv = next((e for e in entries if e["label"].startswith("SmoothAdv")), None)
-    ours = [e for e in entries if e["label"].endswith("(ours)") and not e["label"].startswith("gauss")
-            and not e.get("note")]
-    if sadv is None or gauss is None or not ours:
+    rows = [e for e in entries if e is not sadv and not e["label"].startswith("Gaussian") and not e.get("note")]
+    if sadv is None or gauss is None or not rows:
         return [], []
-    md = ["Against SmoothAdv's published log on the same images (paired):", "",
-          "| run | ACR - ACR(SmoothAdv) (paired SE) | share of SmoothAdv's gain over gauss | share of SmoothAdv's "
-          "training cost |", "|:---|---:|---:|---:|"]
-    records = []
+    md, records = [], []
     gain_sadv = average_certified_radius(sadv["log"]) - average_certified_radius(gauss)
-    for e in ours:
-        d, se, k = acr_difference(e["log"], sadv["log"])
-        gain = (average_certified_radius(e["log"]) - average_certified_radius(gauss)) / gain_sadv
-        cost = e["cost"] / sadv["cost"] if e.get("cost") and sadv.get("cost") else None
-        md.append(f"| {e['label']} | {d:+.3f} ({se:.3f}) | {100 * gain:.0f} % | "
-                  + ("" if cost is None else f"{100 * cost:.1f} %") + " |")
-        records.append({"label": e["label"], "acr_minus_smoothadv": {"mean": d, "se": se, "images": k},
+    for e in rows + [sadv]:
+        acr = average_certified_radius(e["log"])
+        vs_gauss = None if e["log"] is gauss else acr_difference(e["log"], gauss)
+        vs_sadv = None if e is sadv else acr_difference(e["log"], sadv["log"])
+        gain = None if e is sadv or e["log"] is gauss else (acr - average_certified_radius(gauss)) / gain_sadv
+        cost = e["cost"] / sadv["cost"] if e.get("cost") and sadv.get("cost") and e is not sadv else None
+        cell = (lambda v: "" if v is None else f"{v[0]:+.3f} ({v[1]:.3f})")
+        cost_cell = e.get("cost_text") or ("" if e.get("cost") is None else f"{e['cost']:.0f}")
+        md.append(f"| {e['label']} | {acr:.3f} ({acr_standard_error(e['log']):.3f}) | {cell(vs_gauss)} | "
+                  f"{cell(vs_sadv)} | {'' if gain is None else f'{100 * gain:.0f} %'} | "
+                  f"{cost_cell} | "
+                  f"{'' if cost is None else f'{100 * cost:.1f} %'} |")
+        records.append({"label": e["label"], "acr": acr,
+                        "acr_minus_gauss": None if vs_gauss is None else {"mean": vs_gauss[0], "se": vs_gauss[1]},
+                        "acr_minus_smoothadv": None if vs_sadv is None else
+                        {"mean": vs_sadv[0], "se": vs_sadv[1], "images": vs_sadv[2]},
                         "share_of_smoothadv_gain": gain, "share_of_smoothadv_cost": cost})
-    return md + [""], records
+    return md, records
 
 
 def compare_full(out: Path, figures: Path) -> tuple[list[str], dict]:
@@ -340,6 +351,7 @@ def compare_full(out: Path, figures: Path) -> tuple[list[str], dict]:
           "short-protocol run's; MACER's and Consistency's were not measured here. A run marked partial is "
           "still being certified: its ACR covers the images done so far.", ""]
     data: dict = {"radii": [float(r) for r in radii], "sigmas": {}}
+    overview: list[str] = []  # every sigma's rows against SmoothAdv, in one table at the top
     for sigma in SIGMAS:
         ours = []
         for method, m in COMPARED:
@@ -393,7 +405,7 @@ def compare_full(out: Path, figures: Path) -> tuple[list[str], dict]:
             md += [f"With the published models, on the {common.size} of our images that every extract holds "
                    f"(idx {int(common.min())}-{int(common.max())}; every row restricted to them):", "", *rows, ""]
             against, rec["against_smoothadv"] = against_smoothadv(sub, sub_gauss)
-            md += against
+            overview += [f"| {sigma} " + row for row in against]
             curves = sub
             try:
                 from smoothcert.plotting import plot_certified_accuracy
@@ -405,6 +417,10 @@ def compare_full(out: Path, figures: Path) -> tuple[list[str], dict]:
             except ImportError:
                 pass
         data["sigmas"][str(sigma)] = rec
+    if overview:
+        md[2:2] = ["## Overview: every sigma against SmoothAdv (paired on the images of every published log)", "",
+                   "| sigma " + AGAINST_HEAD,
+                   "|---:|:---|" + "---:|" * 6, *overview, "", "## Per sigma: certified accuracy (%) at each radius", ""]
     return md, data
 
 
