@@ -9,9 +9,11 @@ B="$(dirname "$0")"
      "--protocol scaled --methods maxup-gauss --sigmas 0.5 --m 25" \
      "--protocol full --methods maxup-gauss --sigmas 0.5 --m 25" \
      "--protocol scaled --methods maxup-gauss --sigmas 0.5 --m 50" \
-     "--protocol scaled --methods maxup-gauss --sigmas 1.0 --m 25" >> "$B/lane1.out" 2>&1 &
+     "--protocol scaled --methods maxup-gauss --sigmas 1.0 --m 25" \
+     "--protocol scaled --methods maxup-gauss --sigmas 1.0 --m 50" >> "$B/lane1.out" 2>&1 &
 "$B/after.sh" 0 "--protocol full --methods maxup-gauss --sigmas 1.0" \
      "--protocol full --methods maxup-gauss --sigmas 0.25" \
      "--protocol full --methods alps --sigmas 0.5" \
-     "--protocol scaled --methods maxup-gauss --sigmas 0.25 --m 25" >> "$B/lane2.out" 2>&1 &
+     "--protocol scaled --methods maxup-gauss --sigmas 0.25 --m 25" \
+     "--protocol scaled --methods maxup-gauss --sigmas 1.0 --m 25 --seed 1" >> "$B/lane2.out" 2>&1 &
 wait
