@@ -461,12 +461,13 @@ def seed_spread(out: Path) -> tuple[list[str], dict]:
     return md, {"sigma": sigma, "protocol": "scaled", "seeds": rows, "over_seeds": stats}
 
 
-def m_sweep(out: Path) -> tuple[list[str], dict]:
+def m_sweep(out: Path, figures: Path | None = None) -> tuple[list[str], dict]:
     """MaxUp+Gauss against its number of copies m, per protocol and sigma: every complete log of
     maxup-gauss with m in ``M_SWEEP`` (training seed 0) next to gauss of the same protocol and sigma,
     with the paired ACR differences to gauss and to m = 5 on the same images (SE of the paired mean),
     certified accuracy (%) at r = 0, 0.5, ..., 2.0, and the cost of a step and of the protocol's
-    training in gauss units (``step_costs``; a run whose m was not timed shows none)."""
+    training in gauss units (``step_costs``; a run whose m was not timed shows none). With
+    ``figures``, one certified-accuracy figure per protocol and sigma: ``mnist_m_{protocol}_sigma{s}.png``."""
     radii = np.arange(0.0, 2.01, 0.5)
     costs = step_costs(out)
     md = ["| protocol | sigma | run | ACR (SE) | - gauss (paired SE) | - m=5 (paired SE) | "
@@ -484,6 +485,17 @@ def m_sweep(out: Path) -> tuple[list[str], dict]:
             if sum(k[0] == "maxup-gauss" for k in logs) < 2:  # one m alone is no sweep
                 continue
             gauss, m5 = logs.get(("gauss", 5)), logs.get(("maxup-gauss", 5))
+            if figures is not None:
+                try:
+                    from smoothcert.plotting import plot_certified_accuracy
+
+                    figures.mkdir(exist_ok=True)
+                    plot_certified_accuracy(list(logs.values()), figures / f"mnist_m_{protocol}_sigma{sigma}.png",
+                                            labels=["gauss" if k[0] == "gauss" else f"MaxUp+Gauss m={k[1]}"
+                                                    for k in logs],
+                                            title=f"MNIST, LeNet, {protocol}, σ = {sigma}: MaxUp+Gauss vs m")
+                except ImportError:
+                    pass
             for (method, m), log in logs.items():
                 cells = []
                 for ref in (gauss, m5):
@@ -512,7 +524,7 @@ def write_comparison(out: Path, figures: Path) -> str:
     """``comparison.md`` and ``comparison.json`` under ``out`` (and the figures); returns the Markdown."""
     table, data = compare_full(out, figures)
     spread, spread_data = seed_spread(out)
-    sweep, sweep_data = m_sweep(out)
+    sweep, sweep_data = m_sweep(out, figures)
     sigma = SEED_SPREAD[0]
     text = "\n".join(["# MaxUp+Gauss in the full protocol, next to the published methods (issue 15)", "", *table,
                       f"## Training-seed spread: gauss vs maxup-gauss (m = 5), scaled protocol, sigma = {sigma}",
