@@ -425,7 +425,8 @@ def compare_full(out: Path, figures: Path) -> tuple[list[str], dict]:
     if overview:
         md[2:2] = ["## Overview: every sigma against SmoothAdv (paired on the images of every published log)", "",
                    "| sigma " + AGAINST_HEAD,
-                   "|---:|:---|" + "---:|" * 6, *overview, "", "## Per sigma: certified accuracy (%) at each radius", ""]
+                   "|---:|:---|" + "---:|" * 6, *overview, "",
+                   "## Per sigma: certified accuracy (%) at each radius", ""]
     return md, data
 
 
