@@ -259,6 +259,17 @@ def training_cost(method: str, m: int, protocol: str, costs: dict[tuple[str, int
     return warm + (epochs - warm) * step
 
 
+def write_figure(figures: Path, name: str, logs: list, title: str, labels: list[str] | None = None) -> None:
+    """``figures/name``: the certified-accuracy curves of ``logs``; skipped where matplotlib is not
+    installed (the tables do not need it)."""
+    try:
+        from smoothcert.plotting import plot_certified_accuracy
+    except ImportError:
+        return
+    figures.mkdir(exist_ok=True)
+    plot_certified_accuracy(logs, figures / name, labels=labels, title=title)
+
+
 def published_logs(out: Path) -> dict[tuple[str, float], list[Path]]:
     """The extracts under ``out/published`` by (file prefix, sigma), several per key where several
     published seeds were extracted."""
@@ -316,6 +327,7 @@ def against_smoothadv(entries: list[dict], gauss: CertLog | None) -> tuple[list[
     if sadv is None or gauss is None or not rows:
         return [], []
     md, records = [], []
+    cell = (lambda v: "" if v is None else f"{v[0]:+.3f} ({v[1]:.3f})")  # a paired difference (mean, se, k)
     gain_sadv = average_certified_radius(sadv["log"]) - average_certified_radius(gauss)
     for e in rows + [sadv]:
         acr = average_certified_radius(e["log"])
@@ -323,7 +335,6 @@ def against_smoothadv(entries: list[dict], gauss: CertLog | None) -> tuple[list[
         vs_sadv = None if e is sadv else acr_difference(e["log"], sadv["log"])
         gain = None if e is sadv or e["log"] is gauss else (acr - average_certified_radius(gauss)) / gain_sadv
         cost = e["cost"] / sadv["cost"] if e.get("cost") and sadv.get("cost") and e is not sadv else None
-        cell = (lambda v: "" if v is None else f"{v[0]:+.3f} ({v[1]:.3f})")
         cost_cell = e.get("cost_text") or ("" if e.get("cost") is None else f"{e['cost']:.0f}")
         md.append(f"| {e['label']} | {acr:.3f} ({acr_standard_error(e['log']):.3f}) | {cell(vs_gauss)} | "
                   f"{cell(vs_sadv)} | {'' if gain is None else f'{100 * gain:.0f} %'} | "
@@ -411,16 +422,9 @@ def compare_full(out: Path, figures: Path) -> tuple[list[str], dict]:
                    f"(idx {int(common.min())}-{int(common.max())}; every row restricted to them):", "", *rows, ""]
             against, rec["against_smoothadv"] = against_smoothadv(sub, sub_gauss)
             overview += [f"| {sigma} " + row for row in against]
-            curves = sub
-            try:
-                from smoothcert.plotting import plot_certified_accuracy
-
-                figures.mkdir(exist_ok=True)
-                plot_certified_accuracy([e["log"] for e in curves], figures / f"mnist_compare_sigma{sigma}.png",
-                                        labels=[e["label"] + e.get("note", "") for e in curves],
-                                        title=f"MNIST, LeNet, σ = {sigma}: the {common.size} images of every log")
-            except ImportError:
-                pass
+            write_figure(figures, f"mnist_compare_sigma{sigma}.png", [e["log"] for e in sub],
+                         f"MNIST, LeNet, σ = {sigma}: the {common.size} images of every log",
+                         labels=[e["label"] + e.get("note", "") for e in sub])
         data["sigmas"][str(sigma)] = rec
     if overview:
         md[2:2] = ["## Overview: every sigma against SmoothAdv (paired on the images of every published log)", "",
@@ -481,22 +485,16 @@ def m_sweep(out: Path, figures: Path | None = None) -> tuple[list[str], dict]:
             logs = {}
             for method, m in runs:
                 path = out / protocol / f"{run_name(method, sigma, m)}.tsv"
-                if path.is_file() and read_log(path).n >= NUM_IMAGES:
-                    logs[(method, m)] = read_log(path)
+                log = read_log(path) if path.is_file() else None
+                if log is not None and log.n >= NUM_IMAGES:
+                    logs[(method, m)] = log
             if sum(k[0] == "maxup-gauss" for k in logs) < 2:  # one m alone is no sweep
                 continue
             gauss, m5 = logs.get(("gauss", 5)), logs.get(("maxup-gauss", 5))
             if figures is not None:
-                try:
-                    from smoothcert.plotting import plot_certified_accuracy
-
-                    figures.mkdir(exist_ok=True)
-                    plot_certified_accuracy(list(logs.values()), figures / f"mnist_m_{protocol}_sigma{sigma}.png",
-                                            labels=["gauss" if k[0] == "gauss" else f"MaxUp+Gauss m={k[1]}"
-                                                    for k in logs],
-                                            title=f"MNIST, LeNet, {protocol}, σ = {sigma}: MaxUp+Gauss vs m")
-                except ImportError:
-                    pass
+                write_figure(figures, f"mnist_m_{protocol}_sigma{sigma}.png", list(logs.values()),
+                             f"MNIST, LeNet, {protocol}, σ = {sigma}: MaxUp+Gauss vs m",
+                             labels=["gauss" if k[0] == "gauss" else f"MaxUp+Gauss m={k[1]}" for k in logs])
             for (method, m), log in logs.items():
                 cells = []
                 for ref in (gauss, m5):
@@ -593,18 +591,11 @@ def report(args: argparse.Namespace) -> None:
             rows.append(f"| {path.stem} | {average_certified_radius(log):.3f} | {acr_standard_error(log):.3f} | "
                         f"{'' if pub is None else f'{pub:.3f}'} | {sec:.1f} |")
         lines += rows + [""]
-        try:
-            from smoothcert.plotting import plot_certified_accuracy
-
-            fig_dir = Path(args.figures)
-            fig_dir.mkdir(exist_ok=True)
-            for sigma in SIGMAS:
-                sel = [l for p, l in zip(complete, loaded) if run_sigma(p.stem) == sigma]
-                if sel:
-                    plot_certified_accuracy(sel, fig_dir / f"mnist_{protocol}_sigma{sigma}.png",
-                                            title=f"MNIST, LeNet, {protocol} protocol, σ = {sigma}")
-        except ImportError:
-            pass
+        for sigma in SIGMAS:
+            sel = [l for p, l in zip(complete, loaded) if run_sigma(p.stem) == sigma]
+            if sel:
+                write_figure(Path(args.figures), f"mnist_{protocol}_sigma{sigma}.png", sel,
+                             f"MNIST, LeNet, {protocol} protocol, σ = {sigma}")
     lines += ["## Pipeline check: full-protocol gauss against the literature", "",
               *pipeline_rows(out, every, args.references), ""]
     lines += ["## Paired comparisons and training cost", "",
