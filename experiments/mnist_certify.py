@@ -75,6 +75,9 @@ SMOOTHADV_EPOCHS = 90  # the literature's protocol; its per-epoch cost is our sh
 SEED_SPREAD = (0.5, (0, 1, 2))  # scaled protocol: sigma and training seeds of the gauss vs maxup-gauss spread
 M_SWEEP = (5, 25, 50)  # maxup-gauss m of the m table (the paper's search is {5, 25, 50, 100, 150})
 
+RUNS_DIR = "experiments/results/mnist/runs"  # where lanes.sh keeps the run directories (CAT-RS reads its prior there)
+CATRS_PRIOR_N = 100  # CAT-RS's p_b samples per training input: the paper's 10 000 would take ~14 CPU-hours here
+
 PROTOCOLS = {
     "full": dict(epochs=90, lr_step_size=30, n=100_000, methods=("gauss", "maxup-gauss")),
     "scaled": dict(epochs=12, lr_step_size=4, n=10_000, methods=("gauss", "maxup-gauss", "alps")),
@@ -82,7 +85,7 @@ PROTOCOLS = {
 }
 
 
-def method_params(method: str, sigma: float, protocol: str, m: int = 5) -> dict:
+def method_params(method: str, sigma: float, protocol: str, m: int = 5, runs_dir: str = RUNS_DIR) -> dict:
     scale = PROTOCOLS[protocol]["epochs"] / 90
     if method == "gauss":
         return {"sigma": sigma}
@@ -92,7 +95,30 @@ def method_params(method: str, sigma: float, protocol: str, m: int = 5) -> dict:
         return {"sigma": sigma}
     if method == "smoothadv":
         return {"sigma": sigma, "epsilon": 1.0, "num_steps": 10, "num_noise_vec": 4, "warmup": max(1, round(10 * scale))}
+    # issue 24: the published MNIST settings of Jeong et al.'s repositories (published/HYPERPARAMETERS.md)
+    if method == "stability":  # stab/lbd_2: the reference's soft-label cross-entropy form of the stability term
+        return {"sigma": sigma, "lbd": 2.0, "target": "cross-entropy"}
+    if method == "consistency":  # consistency/cohen/num_2/lbd_20.0 (eta 0.5, the code's default)
+        return {"sigma": sigma, "num_noise_vec": 2, "lbd": 20.0, "eta": 0.5}
+    if method == "macer":  # macer_deferred30/num_16/lbd_16.0 (6.0 at sigma 1)/gamma_8.0/beta_16.0
+        deferred = PROTOCOLS[protocol]["lr_step_size"] + 1  # the reference: lbd = 0 while epoch <= lr_step_size
+        return {"sigma": sigma, "num_noise_vec": 16, "lbd": 6.0 if sigma == 1.0 else 16.0, "gamma": 8.0, "beta": 16.0,
+                "deferred": deferred}
+    if method == "smoothmix":  # smix_1.0_{2,4,8}_m0/eta_1.0/num_4 at sigma 0.25 / 0.5 / 1.0, warm-up 10 epochs
+        return {"sigma": sigma, "num_noise_vec": 4, "num_steps": {0.25: 2, 0.5: 4, 1.0: 8}[sigma], "step_size": 1.0,
+                "eta": 1.0, "mix_step": 0, "warmup": max(1, round(10 * scale))}
+    if method == "catrs":  # adv_256.0_4/lbd_1.0/num_4; p_b from our gauss run of the same protocol and sigma
+        return {"sigma": sigma, "prior": str(Path(runs_dir) / protocol / run_name("gauss", sigma)), "num_noise_vec": 4,
+                "epsilon": 1.0, "num_steps": 4, "lbd": 1.0, "prior_n": CATRS_PRIOR_N}
     raise ValueError(method)
+
+
+def batch_size(method: str, sigma: float, protocol: str) -> int:
+    """The optimisation batch: 256, or 256 / m for the methods whose reference code cuts each loaded
+    batch of 256 into m mini-batches with one SGD step each (Consistency, SmoothMix, CAT-RS)."""
+    if method in ("consistency", "smoothmix", "catrs"):
+        return 256 // method_params(method, sigma, protocol)["num_noise_vec"]
+    return 256
 
 
 def run_name(method: str, sigma: float, m: int = 5, seed: int = SEED) -> str:
@@ -120,7 +146,8 @@ def run_one(protocol: str, method: str, sigma: float, args: argparse.Namespace) 
         return log
     t0 = time.time()
     train(run_dir, dataset="mnist", data_root=args.data_root, arch="lenet", method=method,
-          method_params=method_params(method, sigma, protocol, args.m), epochs=p["epochs"], batch_size=256, lr=0.01,
+          method_params=method_params(method, sigma, protocol, args.m, args.runs_dir), epochs=p["epochs"],
+          batch_size=batch_size(method, sigma, protocol), lr=0.01,
           momentum=0.9, weight_decay=1e-4, schedule="step", lr_step_size=p["lr_step_size"], lr_gamma=0.1,
           seed=args.seed, channels_last=True, resume=done.is_file(), quiet=args.quiet)
     print(f"[{protocol}] trained {name} ({time.time() - t0:.0f}s this call)", flush=True)
@@ -621,6 +648,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--report", action="store_true", help="only write tables and figures from existing logs")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--no-report", action="store_true", help="train and certify only (background lanes)")
     ap.add_argument("--m", type=int, default=5, help="maxup-gauss: copies per input (the run name gets -m{M} if not 5)")
     ap.add_argument("--seed", type=int, default=SEED, help="training seed (the run name gets -seed{S} if not 0)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads for this run (one per run)")
@@ -645,6 +673,8 @@ def main() -> None:
             for sigma in map(float, args.sigmas.split(",")):
                 for method in methods:
                     run_one(protocol, method, sigma, args)
+    if args.no_report:
+        return
     report(args)
     (Path(args.out) / "protocols.json").write_text(json.dumps(
         {k: {**v, "methods": list(v["methods"]), "skip": SKIP, "images": NUM_IMAGES, "seed": SEED}

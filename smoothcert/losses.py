@@ -1,4 +1,5 @@
-"""Losses shared by several methods: soft-label cross-entropy and Jensen–Shannon consistency."""
+"""Losses shared by several methods: soft-label cross-entropy, KL to a target distribution,
+entropy, and Jensen–Shannon consistency."""
 from __future__ import annotations
 
 import torch
@@ -18,6 +19,19 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, reduction: st
     if reduction == "mean":
         return per_row.mean()
     raise ValueError(f"reduction must be mean, sum or none, got {reduction!r}")
+
+
+def kl_to(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """(B,) KL(target || softmax(logits)) = sum_c t_c (log t_c - log p_c) per row, 0 log 0 = 0.
+    Gradients flow into both ``target`` and ``logits`` (detach ``target`` for a fixed target)."""
+    if target.shape != logits.shape:
+        raise ValueError(f"target must have the logits' shape {tuple(logits.shape)}, got {tuple(target.shape)}")
+    return F.kl_div(F.log_softmax(logits, dim=1), target, reduction="none").sum(1)
+
+
+def entropy(probs: torch.Tensor, floor: float = 1e-20) -> torch.Tensor:
+    """(B,) Shannon entropy -sum_c p_c log p_c of each row of probabilities (log clamped at ``floor``)."""
+    return -(probs * probs.clamp_min(floor).log()).sum(1)
 
 
 def js_divergence(*logits: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,5 @@
 """The one training loop: ``Trainer`` (optimiser, schedule, AMP, DDP around ``method.loss``) and
-``Trainer.fit`` (the epochs), with the batches (``Batches``) and the process group (``Processes``).
+``Trainer.fit`` (the epochs), with the batches (``Batches``); the process group is ``processes.ProcessGroup``.
 
 The Trainer knows nothing of MaxUp or PGD, nor of files: each step it calls
 ``method.loss(model, x, y)`` on a batch in [0, 1] pixel space and takes an SGD step; each epoch
@@ -17,7 +17,8 @@ numbers to a callback (``train()`` writes the run directory there).
   is what makes a resume continue bit-for-bit (on the same device type and number of
   processes) without storing RNG states.
 * AMP (CUDA only): autocast to bfloat16 where supported, else float16 with a GradScaler.
-* DDP under ``torchrun`` (WORLD_SIZE > 1): gloo on CPU, nccl on CUDA, one device per process;
+* DDP under ``torchrun`` (WORLD_SIZE > 1): gloo on CPU, nccl on CUDA, one device per process
+  (cuda:LOCAL_RANK, ``processes.choose_device``);
   process r trains on inputs r, r + W, ... of each global batch, so W processes compute the
   same averaged gradient as one process would. Methods receive the DDP-wrapped model.
 * A non-finite loss stops training (``NonFiniteLoss``) before the epoch is reported, so the last
@@ -26,7 +27,6 @@ numbers to a callback (``train()`` writes the run directory there).
 """
 from __future__ import annotations
 
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -41,8 +41,8 @@ from .augment import crop_flip
 from .data import ImageDataset, TensorImageDataset
 from .methods import Method
 from .noise import add_noise
-from .runner import derived_seed
-from .validation import ArgumentError
+from .processes import ProcessGroup
+from .seeding import derive_seed
 
 SCHEDULES = ("step", "cosine")
 
@@ -51,50 +51,10 @@ class NonFiniteLoss(RuntimeError):
     """The training loss became NaN or infinite; the last good checkpoint was kept."""
 
 
-# -- distributed ---------------------------------------------------------------------------------
-class Processes:
-    """Rank, world size and whether this module started the process group (to end it)."""
-
-    def __init__(self, device: str | torch.device | None):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.started_here = False
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        dev = torch.device(device)
-        if dev.type == "cuda":
-            if not torch.cuda.is_available():
-                raise ArgumentError("device", "device: CUDA is not available on this machine")
-            if self.world > 1:
-                dev = torch.device("cuda", self.local_rank)
-            torch.cuda.set_device(dev)
-        self.device = dev
-        if self.world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-            self.started_here = True
-
-    @property
-    def active(self) -> bool:
-        return self.world > 1
-
-    def all_reduce(self, t: torch.Tensor, op: Any = None) -> torch.Tensor:
-        if self.active:
-            dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
-        return t
-
-    def barrier(self) -> None:
-        if self.active:
-            dist.barrier()
-
-    def close(self) -> None:
-        if self.started_here and dist.is_initialized():
-            dist.destroy_process_group()
-
-
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
-    """The global-RNG seed of process ``rank`` in epoch ``epoch`` (0-based)."""
-    return derived_seed(seed, epoch) * 4099 + rank
+    """The global-RNG seed of process ``rank`` in epoch ``epoch`` (0-based): ``derive_seed(seed,
+    epoch, rank)`` (``smoothcert.seeding``, the one seeding rule: any seed in [0, 2**63 - 1])."""
+    return derive_seed(seed, epoch, rank)
 
 
 # -- batches -------------------------------------------------------------------------------------
@@ -119,7 +79,7 @@ class Batches:
         if not self.train:
             idx = torch.arange(self.rank, self.n, self.world)
             return list(idx.split(self.batch_size))
-        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(derived_seed(self.seed, epoch)))
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(derive_seed(self.seed, epoch)))
         out = []
         for b in perm.split(self.batch_size):
             b = b[: len(b) - len(b) % self.world]
@@ -131,8 +91,9 @@ class Batches:
     def __len__(self) -> int:
         return len(self._index_batches(0))
 
-    def epoch(self, epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(x, y) batches on the device, crop/flip applied where the dataset asks for it."""
+    def epoch(self, epoch: int = 0, with_index: bool = False) -> Iterator[tuple[torch.Tensor, ...]]:
+        """(x, y) batches on the device, crop/flip applied where the dataset asks for it; with
+        ``with_index`` (x, y, idx), idx the (B,) dataset indices of the batch (on the CPU)."""
         batches = self._index_batches(epoch)
         non_blocking = self.device.type == "cuda"
         if isinstance(self.dataset, TensorImageDataset):
@@ -140,12 +101,12 @@ class Batches:
         else:
             source = torch.utils.data.DataLoader(self.dataset, batch_sampler=[b.tolist() for b in batches],
                                                  num_workers=self.num_workers, pin_memory=non_blocking)
-        for x, y in source:
+        for b, (x, y) in zip(batches, source):
             x = x.to(self.device, non_blocking=non_blocking)
             y = torch.as_tensor(y).to(self.device, non_blocking=non_blocking)
             if self.crop_padding:
                 x = crop_flip(x, self.crop_padding)
-            yield x, y
+            yield (x, y, b) if with_index else (x, y)
 
 
 @dataclass(frozen=True)
@@ -216,21 +177,27 @@ class Trainer:
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One SGD step on ``method.loss(net, x, y)``; returns the detached loss (no host sync)."""
+    def step(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """One SGD step on ``method.loss(net, x, y)`` (``loss(net, x, y, index=index)`` for a
+        method that ``uses_index``); returns the detached loss (no host sync)."""
         self.model.train()
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
-            loss = self.method.loss(self.net, x, y)
+            if self.method.uses_index:
+                if index is None:
+                    raise ValueError(f"method {self.method.name} needs the batch's dataset indices (index)")
+                loss = self.method.loss(self.net, x, y, index=index)
+            else:
+                loss = self.method.loss(self.net, x, y)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return loss.detach()
 
     def train_epoch(self, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], num_batches: int, epoch: int,
-                    dist_info: Processes | None = None, progress: bool = False, sync_every: int = 20) -> tuple[float, float]:
+                    dist_info: ProcessGroup | None = None, progress: bool = False, sync_every: int = 20) -> tuple[float, float]:
         """Train over ``batches``; returns (mean loss per input, training accuracy) over all processes.
         Raises NonFiniteLoss as soon as a check finds a non-finite loss on any process."""
         dev = self.device
@@ -239,8 +206,8 @@ class Trainer:
         bar = tqdm(total=num_batches, desc=f"epoch {epoch + 1}/{self.epochs}", disable=not progress, leave=False,
                    dynamic_ncols=True)
         try:
-            for i, (x, y) in enumerate(batches):
-                loss = self.step(x, y)
+            for i, (x, y, *index) in enumerate(batches):
+                loss = self.step(x, y, *index)
                 n = y.shape[0]
                 stats[0] += loss.double() * n
                 stats[3] += n
@@ -264,7 +231,7 @@ class Trainer:
             raise NonFiniteLoss(f"the training loss became non-finite in epoch {epoch + 1}")
         return s[0] / max(s[3], 1), s[1] / max(s[2], 1)
 
-    def _check(self, bad: torch.Tensor, dist_info: Processes | None, epoch: int, step: int) -> None:
+    def _check(self, bad: torch.Tensor, dist_info: ProcessGroup | None, epoch: int, step: int) -> None:
         flag = bad.to(torch.int32)
         if dist_info is not None:
             dist_info.all_reduce(flag, dist.ReduceOp.MAX)
@@ -273,7 +240,7 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], sigma: float, seed: int,
-                 dist_info: Processes | None = None, noise: str = "gaussian") -> float:
+                 dist_info: ProcessGroup | None = None, noise: str = "gaussian") -> float:
         """Accuracy of the base model (eval mode) on x + N(0, sigma^2 I) (``noise`` at sigma; x
         itself for sigma == 0), the noise from a generator seeded by ``seed``: the same draw every epoch."""
         was_training = self.model.training
@@ -294,7 +261,7 @@ class Trainer:
         return correct / total if total else float("nan")
 
     def fit(self, train_batches: Batches, test_batches: Batches, *, start: int = 0, seed: int = 0, sigma: float = 0.0,
-            noise: str = "gaussian", processes: Processes | None = None, progress: bool = False,
+            noise: str = "gaussian", processes: ProcessGroup | None = None, progress: bool = False,
             on_epoch: Callable[[EpochResult], None] | None = None) -> None:
         """Train epochs ``start`` .. ``epochs - 1`` (0-based): re-seed the global RNGs from (seed,
         epoch, rank), tell the method, train, measure the noisy test accuracy (``evaluate`` with
@@ -307,7 +274,8 @@ class Trainer:
             torch.manual_seed(epoch_seed(seed, epoch, rank))
             self.method.on_epoch_start(epoch, self.epochs)
             lr = self.lr
-            loss, acc = self.train_epoch(train_batches.epoch(epoch), len(train_batches), epoch, processes, progress)
+            loss, acc = self.train_epoch(train_batches.epoch(epoch, with_index=self.method.uses_index),
+                                         len(train_batches), epoch, processes, progress)
             test_acc = self.evaluate(test_batches.epoch(), sigma, seed + rank, processes, noise)
             self.scheduler.step()
             self.epochs_done = epoch + 1
@@ -333,4 +301,4 @@ class Trainer:
 
 
 
-__all__ = ["Batches", "EpochResult", "NonFiniteLoss", "Processes", "SCHEDULES", "Trainer", "epoch_seed"]
+__all__ = ["Batches", "EpochResult", "NonFiniteLoss", "SCHEDULES", "Trainer", "epoch_seed"]

@@ -1,12 +1,16 @@
 """``smoothcert train``: a thin wrapper over ``smoothcert.train.train``.
 
-Method flags map onto the chosen method's constructor by name (``--alps-eps`` -> ``alps_eps``),
-read from its signature: a method flag the method does not take is an error, never ignored.
+One convention for every method's hyperparameters: they are the keyword arguments of the
+method's constructor, named as in its paper, given as ``-p NAME=VALUE`` (``--param``, repeatable;
+``smoothcert methods NAME`` lists them with their defaults), values converted by the constructor's
+annotations (``methods.parse_params``). ``--sigma`` and ``--noise`` (every noise-based method)
+and ``--m`` (MaxUp) have flags of their own; the per-method flags of earlier releases
+(``--epsilon``, ``--alps-eps``, ...) still work as hidden shorthands of ``-p``. A
+hyperparameter the method does not take is an error, never ignored; one given twice too.
 Library errors map to their flags in ``cli/common.py`` like every command's.
 """
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +19,7 @@ import click
 from . import main
 from .common import (amp_option, channels_last_option, deprecated_option, device_option, resolve_device,
                      user_errors, warn_deprecated)
-from ..methods import METHODS
+from ..methods import METHODS, hyperparameters, parse_params
 from ..models.dubin import NORMS
 from ..train import SCHEDULES, NonFiniteLoss, train as train_run
 
@@ -47,38 +51,42 @@ METHOD_FLAGS: list[tuple[str, Any, str]] = [
 
 
 ALIASES = {"--m": ("--num-copies",)}  # torchrun's argument parser takes --m for an abbreviation of its own options
+SHOWN = ("--sigma", "--noise", "--m")  # the rest of METHOD_FLAGS are hidden shorthands of -p NAME=VALUE
 
 
 def _param(flag: str) -> str:
     return flag[2:].replace("-", "_")
 
 
-def method_params(method: str, given: dict[str, Any]) -> dict[str, Any]:
-    """The constructor arguments of ``method`` from the method flags given (None = not given).
-    UsageError for a flag the method does not take or a required one that is missing."""
-    sig = inspect.signature(METHODS.get(method).__init__)  # ArgumentError("method") if unknown
-    accepted = {n for n, p in sig.parameters.items()
-                if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    params = {}
+def method_params(method: str, given: dict[str, Any], items: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The constructor arguments of ``method`` from the method flags given (None = not given) and
+    the ``-p NAME=VALUE`` items. UsageError for a flag the method does not take, a hyperparameter
+    given both ways, or a required one that is missing."""
+    accepted = {hp.name for hp in hyperparameters(method)}  # ArgumentError("method") if unknown
+    params = parse_params(method, items)
     for flag, _, _ in METHOD_FLAGS:
         value = given.get(_param(flag))
         if value is None:
             continue
         if _param(flag) not in accepted:
             raise click.UsageError(f"{flag} is not used by method {method}")
+        if _param(flag) in params:
+            raise click.UsageError(f"{flag} and -p {_param(flag)}=... give the same hyperparameter twice")
         params[_param(flag)] = value
     flags = {_param(f): f for f, _, _ in METHOD_FLAGS}
-    for name, p in sig.parameters.items():
-        if name != "self" and p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) \
-                and name not in params:
-            raise click.UsageError(f"method {method} needs {flags.get(name, name)}")
+    for hp in hyperparameters(method):
+        if hp.required and hp.name not in params:
+            raise click.UsageError(f"method {method} needs {flags.get(hp.name, f'-p {hp.name}=VALUE')}")
     return params
 
 
 def _method_options(fn: Any) -> Any:
     for flag, typ, help_text in reversed(METHOD_FLAGS):
-        fn = click.option(flag, *ALIASES.get(flag, ()), _param(flag), type=typ, default=None, help=help_text)(fn)
-    return fn
+        fn = click.option(flag, *ALIASES.get(flag, ()), _param(flag), type=typ, default=None, help=help_text,
+                          hidden=flag not in SHOWN)(fn)
+    return click.option("-p", "--param", "param_items", multiple=True, metavar="NAME=VALUE",
+                        help="A hyperparameter of the method, by its name in the paper (repeatable), e.g. "
+                             "-p lbd=20 -p eta=0.5; `smoothcert methods NAME` lists them with their defaults.")(fn)
 
 
 @main.command("train")
@@ -95,7 +103,8 @@ def _method_options(fn: Any) -> Any:
               help="Normalisation layers: bn, or AugMax's dual BatchNorm dubn / dubin.")
 @deprecated_option("--norm", "normalize", "--normalize", type=click.Choice(NORMS))
 @click.option("--method", default="gauss", show_default=True,
-              help="Training method: gauss, maxup-gauss, maxup, alps, smoothadv, augmix, augmax.")
+              help="Training method: gauss, maxup-gauss, maxup, alps, smoothadv, augmix, augmax, stability, "
+                   "consistency, macer, smoothmix, catrs (`smoothcert methods` lists them).")
 @_method_options
 @click.option("--epochs", type=int, default=90, show_default=True)
 @click.option("--batch-size", "batch_size", type=int, default=256, show_default=True,
@@ -116,6 +125,9 @@ def _method_options(fn: Any) -> Any:
                               "differ slightly from a float32 run.")
 @channels_last_option()
 @click.option("--resume", is_flag=True, help="Continue the run in --out (same settings; --epochs may grow).")
+@click.option("--overwrite", is_flag=True,
+              help="Start afresh in an --out that is not empty: its config.json, checkpoint.pt and train_log.tsv are "
+                   "deleted (other files stay). Without it (or --resume) a folder with content is refused.")
 @click.option("--num-workers", type=int, default=0, show_default=True, help="DataLoader workers (image folders).")
 @click.option("--max-train-samples", type=int, default=None, help="Train on the first N inputs only.")
 @click.option("--max-test-samples", type=int, default=None, help="Evaluate on the first N test inputs only.")
@@ -124,8 +136,8 @@ def _method_options(fn: Any) -> Any:
 def train(out_dir: Path | None, out: Path | None, dataset: str, data_root: str | None, download: bool,
           arch: str | None, normalize: str, method: str, epochs: int, batch_size: int, lr: float, momentum: float,
           weight_decay: float, schedule: str, lr_step_size: int, lr_gamma: float, seed: int, device: str | None,
-          amp: str, channels_last: bool, resume: bool, num_workers: int, max_train_samples: int | None,
-          max_test_samples: int | None, quiet: bool, **given: Any) -> None:
+          amp: str, channels_last: bool, resume: bool, overwrite: bool, num_workers: int,
+          max_train_samples: int | None, max_test_samples: int | None, quiet: bool, **given: Any) -> None:
     """Train a base classifier into the run directory --out.
 
     --out gets config.json (what `smoothcert certify` needs), checkpoint.pt (each epoch,
@@ -137,6 +149,7 @@ def train(out_dir: Path | None, out: Path | None, dataset: str, data_root: str |
     Examples:
       smoothcert train --out runs/gauss --method gauss --sigma 0.25
       smoothcert train --out runs/maxup --dataset cifar10 --data-root data --method maxup-gauss --m 25 --sigma 0.25
+      smoothcert train --out runs/cons --method consistency --sigma 0.5 -p lbd=20 -p num_noise_vec=2
     """
     if out_dir is not None:
         if out is not None:
@@ -145,14 +158,28 @@ def train(out_dir: Path | None, out: Path | None, dataset: str, data_root: str |
         out = out_dir
     if out is None:
         raise click.UsageError("Missing option '--out' (the run directory to write).")
-    params = method_params(method, given)
+    params = method_params(method, given, given.pop("param_items", ()))
     dev = resolve_device(device)
     try:
         train_run(out, dataset=dataset, arch=arch, method=method, method_params=params, epochs=epochs,
                   batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay, schedule=schedule,
                   lr_step_size=lr_step_size, lr_gamma=lr_gamma, data_root=data_root, download=download, seed=seed,
-                  device=dev, amp=amp == "auto", channels_last=channels_last, resume=resume, quiet=quiet,
-                  model_kwargs={"norm": normalize}, num_workers=num_workers, max_train_samples=max_train_samples,
-                  max_test_samples=max_test_samples)
+                  device=dev, amp=amp == "auto", channels_last=channels_last, resume=resume, overwrite=overwrite,
+                  quiet=quiet, model_kwargs={"norm": normalize}, num_workers=num_workers,
+                  max_train_samples=max_train_samples, max_test_samples=max_test_samples)
     except NonFiniteLoss as e:
         raise click.ClickException(str(e)) from None
+
+
+@main.command("methods")
+@click.argument("name", required=False)
+@user_errors
+def methods(name: str | None) -> None:
+    """List the training methods, or the hyperparameters of method NAME (for -p NAME=VALUE)."""
+    for n in [name] if name else METHODS.names():
+        doc = (METHODS.get(n).__doc__ or "").strip().splitlines()
+        click.echo(f"{n}: {doc[0] if doc else ''}")
+        if name:
+            for hp in hyperparameters(n):
+                default = "required" if hp.required else f"default {hp.default!r}"
+                click.echo(f"  -p {hp.name}=VALUE  ({hp.annotation}; {default})")

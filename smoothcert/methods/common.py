@@ -8,14 +8,24 @@
 * ``batch_stats_only(model)``: inside the block, BatchNorm layers in train mode normalise with
   the statistics of the current batch, as in a training forward, but do not update their running
   mean/var or ``num_batches_tracked``.
+* ``noisy_copies(noise, x, m)``: m noise draws per input and the (m * B, ...) batch of noisy
+  copies in copy-major order (row k * B + i is x_i + d_k), the layout every multi-copy method
+  (Consistency, MACER, SmoothMix, CAT-RS, SmoothAdv) trains on; ``per_copy`` views (m * B, K)
+  outputs as (m, B, K).
+* ``check_number``: one check for the float hyperparameters of the methods.
 """
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
+import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..noise import Noise
+from ..validation import ArgumentError
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -43,4 +53,25 @@ def batch_stats_only(model: nn.Module) -> Iterator[nn.Module]:
             m.track_running_stats = True
 
 
-__all__ = ["batch_stats_only", "unwrap"]
+def noisy_copies(noise: Noise, x: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(d, x_noisy): d of shape (m, *x.shape) drawn from ``noise``, and x_noisy = (x + d_k)_k
+    flattened to (m * B, ...) in copy-major order (row k * B + i is x_i + d_k)."""
+    d = noise.sample_(x.new_empty((m, *x.shape)))
+    return d, (x.unsqueeze(0) + d).flatten(0, 1)
+
+
+def per_copy(out: torch.Tensor, m: int) -> torch.Tensor:
+    """(m * B, K) outputs of copy-major noisy copies as (m, B, K)."""
+    return out.view(m, out.shape[0] // m, *out.shape[1:])
+
+
+def check_number(name: str, value: Any, lo: float = 0.0, positive: bool = False) -> float:
+    """``value`` as a float: ArgumentError naming ``name`` unless it is a finite real >= ``lo``
+    (> ``lo`` with ``positive``)."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if not ok or value < lo or (positive and value == lo):
+        raise ArgumentError(name, f"{name} must be a finite number {'>' if positive else '>='} {lo:g}, got {value!r}")
+    return float(value)
+
+
+__all__ = ["batch_stats_only", "check_number", "noisy_copies", "per_copy", "unwrap"]

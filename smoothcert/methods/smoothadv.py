@@ -69,7 +69,7 @@ class SmoothAdv(Method):
         (drawn from ``self.noise`` unless given). No autograd graph."""
         if noise is None:
             noise = self.noise.sample_(x.new_empty((self.num_noise_vec, *x.shape)))
-        soft = SoftSmoothed(unwrap(model), self.sigma, self.num_noise_vec, noise=noise)
+        soft = SoftSmoothed(unwrap(model), None, self.num_noise_vec, self.noise, fixed_noise=noise)
         return self.attack()(soft, x, y), noise
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
