@@ -123,7 +123,7 @@ def test_soft_smoothed_is_mean_softmax_over_shared_input():
     model = create_model("digits_cnn", 10, 1, 8).eval()
     x = torch.rand(3, 1, 8, 8)
     noise = torch.randn(5, 3, 1, 8, 8) * SIGMA
-    out = SoftSmoothed(model, SIGMA, 5, noise=noise)(x)
+    out = SoftSmoothed(model, SIGMA, 5, fixed_noise=noise)(x)
     manual = torch.stack([F.softmax(model(x + noise[k]), 1) for k in range(5)]).mean(0).log()
     assert torch.allclose(out, manual, atol=1e-6)
     # fresh noise: reproducible with a generator, different across calls, through GaussianNoise
@@ -436,3 +436,94 @@ def test_cli_source_for_another_dataset_exits_2(trained_run, runner, tmp_path):
         r = runner.invoke(main, ["attack", str(trained_run), "--source", str(src), "--out", str(tmp_path / "o.tsv")])
         assert r.exit_code == 2 and "--source" in r.output and needle in r.output, r.output
         assert "Traceback" not in r.output
+
+
+# -- the run's noise (issue 23, item 5) ------------------------------------------------------
+def excess_kurtosis(d: torch.Tensor) -> float:
+    d = d.double().flatten()
+    d = d - d.mean()
+    return float((d ** 4).mean() / (d ** 2).mean() ** 2 - 3)
+
+
+@pytest.mark.parametrize("noise,kurtosis", [("gaussian", 0.0), ("laplace", 3.0), ("uniform", -1.2)])
+def test_soft_smoothed_draws_its_noise(noise, kurtosis):
+    """SoftSmoothed draws the noise it is given: Laplace draws have excess kurtosis 3 and mean
+    |d| = lam = sigma / sqrt(2), uniform ones -1.2 and |d| <= sigma sqrt(3), Gaussian ones 0."""
+    from smoothcert.noise import get_noise
+
+    model = create_model("digits_cnn", 10, 1, 8).eval()
+    for soft in (SoftSmoothed(model, 0.5, 4, noise, generator=torch.Generator().manual_seed(0)),
+                 SoftSmoothed(model, None, 4, get_noise(noise, 0.5), generator=torch.Generator().manual_seed(0))):
+        assert soft.noise_dist.name == noise and soft.sigma == 0.5
+        d = soft.draw_noise(torch.zeros(1000, 1, 8, 8))  # 256 000 draws
+        assert d.shape == (4, 1000, 1, 8, 8)
+        assert abs(excess_kurtosis(d) - kurtosis) < 0.6
+        assert abs(d.std().item() - 0.5) < 0.005
+        if noise == "laplace":
+            assert abs(d.abs().mean().item() - 0.5 / math.sqrt(2)) < 0.005
+        if noise == "uniform":
+            assert d.abs().max().item() <= 0.5 * math.sqrt(3)
+    with pytest.raises(ArgumentError, match="fixed_noise"):
+        SoftSmoothed(model, 0.5, 2, noise=torch.zeros(2, 1, 1, 8, 8))
+    with pytest.raises(ArgumentError, match="noise must be one of"):
+        SoftSmoothed(model, 0.5, 2, noise="cauchy")
+
+
+def laplace_run(path: Path) -> Path:
+    """A run directory whose config records Laplace training noise (sigma 0.25)."""
+    run = write_run(path)
+    config = json.loads((run / "config.json").read_text())
+    config["method_params"] = {"sigma": SIGMA, "noise": "laplace"}
+    (run / "config.json").write_text(json.dumps(config))
+    ckpt = safe_torch_load(run / "checkpoint.pt")
+    ckpt["config"] = config
+    atomic_torch_save(ckpt, run / "checkpoint.pt")
+    return run
+
+
+def test_cli_smoothed_attack_uses_the_runs_noise_and_noise_overrides(runner, tmp_path, monkeypatch):
+    """attack --smoothed on a Laplace run attacks (SoftSmoothed) and evaluates (PREDICT) the
+    Laplace-smoothed classifier; --noise overrides as in certify; the log records the noise."""
+    import smoothcert.attacks.evaluate as evaluate
+
+    soft, smooth = [], []
+
+    class SpySoft(SoftSmoothed):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            soft.append(self)
+
+    class SpySmooth(Smooth):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            smooth.append(self)
+
+    monkeypatch.setattr(evaluate, "SoftSmoothed", SpySoft)
+    monkeypatch.setattr(evaluate, "Smooth", SpySmooth)
+    run = laplace_run(tmp_path / "lap")
+    args = ["attack", str(run), "--smoothed", "--norm", "l2", "--eps", "0.25", "--steps", "1", "--N", "20",
+            "--num-noise-vec", "2", "--max", "2", "--quiet"]
+    for extra, noise, kurtosis in (([], "laplace", 3.0), (["--noise", "uniform"], "uniform", -1.2),
+                                   (["--noise", "GAUSSIAN"], "gaussian", 0.0)):
+        soft.clear()
+        smooth.clear()
+        out = tmp_path / f"{noise}.tsv"
+        r = runner.invoke(main, [*args, "--out", str(out), *extra])
+        assert r.exit_code == 0, r.output
+        assert f"smoothed ({noise} sigma=0.25)" in r.output
+        assert soft and {(s.noise_dist.name, s.sigma) for s in soft} == {(noise, SIGMA)}
+        assert [s.noise.name for s in smooth] == [noise]
+        recorded = json.loads(Path(str(out) + ".meta.json").read_text())["attack"]["smoothed"]
+        assert recorded.get("noise", "gaussian") == noise and ("noise" in recorded) == (noise != "gaussian")
+        draws = soft[0].draw_noise(torch.zeros(1000, 1, 8, 8))  # what PGD attacked: the noise's distribution
+        assert abs(excess_kurtosis(draws) - kurtosis) < 0.6 and abs(draws.std().item() - SIGMA) < 0.003
+        if noise == "laplace":
+            assert abs(draws.abs().mean().item() - SIGMA / math.sqrt(2)) < 0.003
+    r = runner.invoke(main, [*args, "--out", str(tmp_path / "laplace.tsv")])  # resume, same (run's) noise
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, [*args, "--out", str(tmp_path / "laplace.tsv"), "--noise", "uniform"])
+    assert r.exit_code == 2 and "other settings" in r.output, r.output  # a resume with another noise is refused
+    r = runner.invoke(main, [*args, "--noise", "cauchy"])
+    assert r.exit_code == 2 and "--noise: must be one of gaussian, laplace, uniform" in r.output, r.output
+    r = runner.invoke(main, ["attack", str(run), "--noise", "laplace", "--max", "2", "--quiet"])
+    assert r.exit_code == 2 and "--noise does not apply without --smoothed" in r.output, r.output

@@ -84,7 +84,7 @@ def test_loss_is_ce_of_all_noisy_adversarial_copies_with_the_attack_noise(digits
     assert torch.allclose(loss, manual, atol=1e-6)
     assert method.last_count == 24 and 0 <= int(method.last_correct) <= 24
     # and the attack ran against the soft classifier with exactly that noise
-    soft = SoftSmoothed(model, SIGMA, 3, noise=noise)
+    soft = SoftSmoothed(model, SIGMA, 3, fixed_noise=noise)
     assert torch.equal(x_adv, PGD(0.5, 3, 2 * 0.5 / 3, norm="l2")(soft, x, y))
 
 

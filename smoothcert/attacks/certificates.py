@@ -10,7 +10,7 @@ Binomial(K, alpha_c + alpha_p) with an exact one-sided binomial test.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +139,7 @@ def check_certificates(model: nn.Module, dataset: ImageDataset, log: str | Path,
                  int(int(p) not in (int(c), ABSTAIN))]
                 for p, y, c, r, e, d in zip(pred, ys.cpu(), c_a.cpu(), radius.cpu(), eps.cpu(), norms)]
 
-    settings = {"certify_log": str(log), "sigma": sigma, "cert_alpha": cert_alpha, "smoothed": asdict(spec),
+    settings = {"certify_log": str(log), "sigma": sigma, "cert_alpha": cert_alpha, "smoothed": spec.settings(),
                 "steps": steps, "step_size": step_size, "radius_scale": radius_scale}
     with log_path(out) as path:
         run_logged(dataset, path, CHECK_COLUMNS, kind="certificate check", key="check", indices=sorted(by_idx),

@@ -16,6 +16,7 @@ from torch import nn
 from ..runner import Selection, run_logged
 from ..data import ImageDataset
 from ..logs import read_tsv
+from ..noise import get_noise, noise_params
 from ..smoothing import Smooth, model_device
 from ..validation import ArgumentError, check_alpha, check_int, check_sigma
 from .base import Attack, frozen_eval, lp_norm
@@ -26,20 +27,33 @@ ATTACK_COLUMNS = ("idx", "label", "predict", "correct", "clean_predict", "delta_
 
 @dataclass(frozen=True)
 class SmoothedEval:
-    """The smoothed classifier attacked and evaluated: PGD runs on ``SoftSmoothed(f, sigma, M)``
-    (fresh noise per step), predictions come from ``Smooth.predict`` with ``n`` samples at level
-    ``alpha`` (abstentions count as errors)."""
+    """The smoothed classifier attacked and evaluated, with ``noise`` (a name from
+    ``smoothcert.noise.NOISES``; the run's own noise, see ``noise.config_noise``) at ``sigma``:
+    PGD runs on ``SoftSmoothed(f, sigma, M, noise)`` (fresh noise per step), predictions come
+    from ``Smooth(f, K, sigma, noise).predict`` with ``n`` samples at level ``alpha``
+    (abstentions count as errors)."""
 
     sigma: float
     num_noise_vec: int = 8
     n: int = 1000
     alpha: float = 0.001
+    noise: str = "gaussian"
 
     def __post_init__(self) -> None:
         check_sigma(self.sigma, positive=True)
         check_int("num_noise_vec", self.num_noise_vec, 1)
         check_int("n", self.n, 1)
         check_alpha(self.alpha)
+        if not isinstance(self.noise, str):
+            raise ArgumentError("noise", f"noise must be a noise name, got {self.noise!r}")
+        object.__setattr__(self, "noise", get_noise(self.noise, self.sigma).name)  # validated, lower case
+
+    def settings(self) -> dict[str, Any]:
+        """The settings a log records (and a resume checks): the fields, with ``noise`` only when it
+        is not gaussian (``noise_params``), so the logs of Gaussian runs read as before several noises."""
+        fields = asdict(self)
+        del fields["noise"]
+        return {**fields, **noise_params(self.noise)}
 
 
 @dataclass(frozen=True)
@@ -67,7 +81,7 @@ def predictor(model: nn.Module, num_classes: int, smoothed: SmoothedEval | None,
             with frozen_eval(model), torch.no_grad():
                 return model(xs).argmax(1).cpu()
         return predict
-    smooth = Smooth(copy.deepcopy(model), num_classes, smoothed.sigma)
+    smooth = Smooth(copy.deepcopy(model), num_classes, smoothed.sigma, smoothed.noise)
     return lambda xs, gen: smooth.predict_batch(xs, smoothed.n, smoothed.alpha, batch_size, gen)
 
 
@@ -105,7 +119,7 @@ def attack_dataset(model: nn.Module, dataset: ImageDataset, attack: Attack, out:
     def step(idx: list[int], xs: torch.Tensor, ys: torch.Tensor, gen: torch.Generator) -> list[list[Any]]:
         clean = predict(xs, gen)
         target = crafter if smoothed is None else SoftSmoothed(crafter, smoothed.sigma, smoothed.num_noise_vec,
-                                                               generator=gen)
+                                                               smoothed.noise, generator=gen)
         x_adv = attack(target, xs, ys, gen)
         adv = predict(x_adv, gen)
         norms = lp_norm(x_adv - xs, attack.norm).cpu()
@@ -114,7 +128,7 @@ def attack_dataset(model: nn.Module, dataset: ImageDataset, attack: Attack, out:
 
     per_batch = batch_size if smoothed is None else max(1, batch_size // smoothed.num_noise_vec)
     settings = {"attack": attack.config(), "black_box": source is not None,
-                "smoothed": asdict(smoothed) if smoothed else None}
+                "smoothed": smoothed.settings() if smoothed else None}
     with log_path(out) as path:
         run_logged(dataset, path, ATTACK_COLUMNS, kind="attack", key="attack",
                    indices=selection.indices(len(dataset)), per_batch=per_batch, step=step, device=device, seed=seed,

@@ -12,11 +12,12 @@ import click
 
 from . import main
 from ..attacks import FGSM, NORMS, PGD, SmoothedEval, attack_dataset, check_certificates
+from ..noise import NOISES, config_noise
 from ..runs import check_compatible, load_model, load_model_and_dataset
-from ..validation import check_alpha, check_float, check_int, check_output, check_sigma
+from ..validation import ArgumentError, check_alpha, check_float, check_int, check_output, check_sigma
 from .certify import selection
-from .common import (batch_option, data_options, device_option, given, max_option, quiet_option, resolve_device,
-                     seed_option, user_errors, warn_deprecated)
+from .common import (batch_option, data_options, device_option, given, max_option, noise_option, quiet_option,
+                     resolve_device, seed_option, user_errors, warn_deprecated)
 
 SANITY_STEPS, SANITY_STEP_SIZE = 200, 0.01
 
@@ -185,6 +186,7 @@ def check_certificates_cmd(ctx: click.Context, model: Path, log: Path, dataset: 
               help="Attack the smoothed classifier: PGD on the soft smoothed classifier (mean softmax over "
                    "--num-noise-vec noisy copies, fresh noise each step), evaluated with PREDICT.")
 @_options(_smoothed_options("the model's training sigma"))
+@noise_option()
 @click.option("--sanity", is_flag=True,
               help=f"Gradient-masking check: unbounded PGD, {SANITY_STEPS} steps of {SANITY_STEP_SIZE} in --norm; "
                    "accuracy should fall to about 0.")
@@ -197,22 +199,23 @@ def check_certificates_cmd(ctx: click.Context, model: Path, log: Path, dataset: 
 @user_errors
 def attack(ctx: click.Context, model: Path, dataset: str | None, data_root: str | None, split: str, attack_name: str,
            norm: str, eps: float, steps: int, step_size: float | None, random_start: bool, source: Path | None,
-           smoothed: bool, sigma: float | None, num_noise_vec: int, n: int, alpha: float, sanity: bool,
-           cert_log: Path | None, radius_scale: float | None, cert_alpha: float | None, level: float | None,
-           skip: int, max_count: int | None, batch: int, seed: int, out: Path | None, device: str | None,
-           quiet: bool) -> None:
+           smoothed: bool, sigma: float | None, num_noise_vec: int, n: int, alpha: float, noise: str | None,
+           sanity: bool, cert_log: Path | None, radius_scale: float | None, cert_alpha: float | None,
+           level: float | None, skip: int, max_count: int | None, batch: int, seed: int, out: Path | None,
+           device: str | None, quiet: bool) -> None:
     """Empirical robustness of MODEL (run directory or checkpoint) under FGSM or PGD.
 
     Prints clean and robust accuracy; with --out also writes one TSV row per input (idx label
     predict correct clean_predict delta_norm time; predict is the prediction on the adversarial
     input, -1 = abstain). White-box by default; --source crafts the examples on another model
-    (black-box); --smoothed attacks the smoothed classifier; --sanity runs the unbounded-PGD
-    check. Certificates are tested by `smoothcert check-certificates`.
+    (black-box); --smoothed attacks the smoothed classifier (smoothed with the run's noise, or
+    --noise); --sanity runs the unbounded-PGD check. Certificates are tested by
+    `smoothcert check-certificates`.
     """
     if cert_log is not None:  # the first release's spelling of check-certificates
         warn_deprecated("attack --check-certificates LOG", "use smoothcert check-certificates MODEL LOG")
         _refuse(ctx, "to check-certificates (each input is attacked with L2 PGD at its certified radius)",
-                "attack_name", "norm", "eps", "random_start", "source", "sanity", "smoothed")
+                "attack_name", "norm", "eps", "random_start", "source", "sanity", "smoothed", "noise")
         _run_check(ctx, model, cert_log, dataset, data_root, split, sigma, num_noise_vec, n, alpha, steps, step_size,
                    0.99 if radius_scale is None else radius_scale, cert_alpha, 0.01 if level is None else level,
                    skip, max_count, batch, seed, out, device, quiet)
@@ -220,7 +223,7 @@ def attack(ctx: click.Context, model: Path, dataset: str | None, data_root: str 
     _refuse(ctx, "without --check-certificates (see smoothcert check-certificates)",
             "radius_scale", "cert_alpha", "level")
     if not smoothed:
-        _refuse(ctx, "without --smoothed", "sigma", "num_noise_vec", "n", "alpha")
+        _refuse(ctx, "without --smoothed", "sigma", "num_noise_vec", "n", "alpha", "noise")
     if sanity:
         _refuse(ctx, f"with --sanity (PGD, {SANITY_STEPS} steps of {SANITY_STEP_SIZE}, no bound)",
                 "attack_name", "eps", "steps", "step_size", "random_start")
@@ -229,6 +232,8 @@ def attack(ctx: click.Context, model: Path, dataset: str | None, data_root: str 
     norm = norm.lower()
     check_float("eps", eps, 0.0, lo_open=True)
     _check_shared(sigma, num_noise_vec, n, alpha, steps, step_size, batch, out)
+    if noise is not None and noise.lower() not in NOISES:
+        raise ArgumentError("noise", f"noise must be one of {', '.join(NOISES)}, got {noise!r}")
 
     dev = resolve_device(device)
     net, config, ds = load_model_and_dataset(model, dataset, data_root, split, dev)
@@ -241,6 +246,7 @@ def attack(ctx: click.Context, model: Path, dataset: str | None, data_root: str 
             raise click.BadParameter(f"source model is for another dataset: {e}", param_hint="--source") from None
     if smoothed:
         sigma = _resolve_sigma(sigma, {}, config)
+        noise = noise or config_noise(config)  # the run's noise unless --noise
     meta = {"model": str(model), "config": config, "dataset": ds.name, "split": split,
             "source": str(source) if source is not None else None}
 
@@ -250,16 +256,16 @@ def attack(ctx: click.Context, model: Path, dataset: str | None, data_root: str 
         atk = FGSM(eps, norm)
     else:
         atk = PGD(eps, steps, step_size, norm, random_start=random_start)
-    spec = SmoothedEval(sigma, num_noise_vec, n, alpha) if smoothed else None
+    spec = SmoothedEval(sigma, num_noise_vec, n, alpha, noise) if smoothed else None
     summary = attack_dataset(net, ds, atk, out, source=crafter, smoothed=spec, batch_size=batch,
                              selection=selection(skip, max_count), seed=seed, meta=meta,
                              progress=not quiet and sys.stderr.isatty())
     what = "unbounded pgd (sanity)" if sanity else \
         " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                  for k, v in atk.config().items() if k != "random_start" or v)
-    click.echo(f"{summary.count} inputs, {what}{' black-box' if source else ''}"
-               f"{' smoothed' if smoothed else ''}: clean accuracy {summary.clean_accuracy:.4f}, "
-               f"robust accuracy {summary.robust_accuracy:.4f}")
+    how = f" smoothed ({spec.noise} sigma={spec.sigma:g})" if spec else ""
+    click.echo(f"{summary.count} inputs, {what}{' black-box' if source else ''}{how}: "
+               f"clean accuracy {summary.clean_accuracy:.4f}, robust accuracy {summary.robust_accuracy:.4f}")
     if sanity and summary.robust_accuracy > 0.05:
         click.echo(f"warning: accuracy under unbounded PGD is {summary.robust_accuracy:.4f}, not about 0: "
                    "the gradients may be masked", err=True)

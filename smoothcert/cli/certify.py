@@ -11,13 +11,13 @@ import click
 from . import main
 from ..analysis import parse_radii
 from ..certification import Selection, certify_dataset, predict_dataset, run_summary
-from ..noise import BOUNDS, NOISES, NORMS, config_noise
+from ..noise import BOUNDS, NORMS, config_noise
 from ..runs import load_model_and_dataset
 from ..sequential import check_radii
 from ..smoothing import Smooth
 from ..validation import check_alpha, check_float, check_int, check_output, check_sigma
 from .common import (amp_dtype, amp_option, channels_last_option, data_options, device_option,
-                     max_option, quiet_option, resolve_device, seed_option, user_errors)
+                     max_option, noise_option, quiet_option, resolve_device, seed_option, user_errors)
 
 
 class _BatchType(click.ParamType):
@@ -46,8 +46,7 @@ def _smoothing_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         data_options,
         click.option("--sigma", type=float, default=None,
                      help="Noise level (pixel scale, [0,1] data). Default: the sigma the model was trained with."),
-        click.option("--noise", default=None,
-                     help=f"Smoothing noise: {', '.join(NOISES)}. Default: the noise the model was trained with."),
+        noise_option(),
         click.option("--alpha", type=float, default=0.001, show_default=True, help="Failure probability."),
         click.option("--batch", "batch", type=_BatchType(), default="1000", show_default=True,
                      help="Rows (noisy samples) per forward pass, an upper bound: the fastest chunk up to it is "

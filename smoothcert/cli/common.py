@@ -27,6 +27,7 @@ import click
 import torch
 from click.core import ParameterSource
 
+from ..processes import choose_device
 from ..validation import ArgumentError
 
 # -- library argument -> CLI flag (the one place) ---------------------------------------------------
@@ -180,7 +181,17 @@ def channels_last_option() -> Callable[..., Any]:
 
 
 def device_option() -> Callable[..., Any]:
-    return click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available).")
+    return click.option("--device", default=None,
+                        help="cpu, cuda, cuda:1 ... (default: cuda if available). Under torchrun cuda is each "
+                             "process's own GPU, cuda:LOCAL_RANK.")
+
+
+def noise_option() -> Callable[..., Any]:
+    """``--noise``: the smoothing noise (certify, predict, attack --smoothed); default the run's own."""
+    from ..noise import NOISES
+
+    return click.option("--noise", default=None,
+                        help=f"Smoothing noise: {', '.join(NOISES)}. Default: the noise the model was trained with.")
 
 
 def quiet_option() -> Callable[..., Any]:
@@ -199,12 +210,10 @@ def data_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def resolve_device(device: str | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``--device`` as this process's device: ``processes.choose_device`` (under torchrun ``cuda``
+    is the local rank's GPU, cuda:LOCAL_RANK; another ``cuda:k`` is refused), a bad one as a
+    usage error naming ``--device``."""
     try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise click.BadParameter(f"unknown device {device!r}", param_hint="--device") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise click.BadParameter("CUDA is not available on this machine", param_hint="--device")
-    return dev
+        return choose_device(device)
+    except ValueError as e:
+        raise click.BadParameter(_strip_arg(str(e), "device"), param_hint="--device") from None
