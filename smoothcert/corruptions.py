@@ -21,7 +21,6 @@ corruption error CE_c = sum_s E_{s,c} / sum_s E_{s,c}^baseline and mCE = mean_c 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -34,6 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from .imageops import affine
+from .seeding import derive_seed
 from .smoothing import model_device
 from .validation import check_int
 
@@ -350,9 +350,9 @@ def corrupt(x: torch.Tensor, name: str, severity: int, generator: torch.Generato
 
 
 def corruption_seed(seed: int, name: str, severity: int) -> int:
-    """The generator seed of one (corruption, severity): independent of which others are run."""
-    digest = hashlib.sha256(f"{int(seed)}:{name}:{int(severity)}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
+    """The generator seed of one (corruption, severity): independent of which others are run
+    (``seeding.derive_seed``, the one seeding rule: a hash of seed, name and severity)."""
+    return derive_seed(seed, name, int(severity))
 
 
 # -- the benchmark ---------------------------------------------------------------------------------

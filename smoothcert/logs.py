@@ -9,6 +9,9 @@
 * ``LogLock``: an exclusive ``fcntl.flock`` for the writer of a log; a second writer is refused
   with the holder's pid.
 * ``floor_decimal``: radii are logged rounded DOWN, never up.
+* ``OutputError`` / ``writing``: the one place that turns an OSError from writing (a read-only
+  file system or folder, no permission, a full disk, a folder where a file should be) into one
+  line naming the path -- every writer here goes through it.
 """
 from __future__ import annotations
 
@@ -20,8 +23,9 @@ import os
 import pickle
 import tempfile
 from decimal import ROUND_FLOOR, Decimal
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 
@@ -34,44 +38,78 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder + fsync + os.replace)."""
+class OutputError(ArgumentError):
+    """An output could not be written: a read-only file system or folder, no permission, a full
+    disk, a folder where a file should be, ... The message is one line naming the path and the
+    OS's reason, ``"{arg}: cannot write '{path}': No space left on device"``; ``path`` and
+    ``errno`` keep them. An ``ArgumentError`` (so a ``ValueError``) of the argument ``arg`` that
+    chose the output (``out``, ``out_dir``), so the CLI's ``user_errors`` prints it as one line
+    naming that flag, exit status 2.
+
+    Raise it through ``writing(path, arg)`` around any write (the atomic writers, ``TSVLog``,
+    ``LogLock`` and ``RunDir`` do), so that this stays the one place that words these errors;
+    certify- and train-side code that writes by other means should use it too."""
+
+    def __init__(self, arg: str, message: str, path: str | os.PathLike | None = None, errno: int | None = None):
+        super().__init__(arg, message)
+        self.path = None if path is None else str(path)
+        self.errno = errno
+
+
+@contextmanager
+def writing(path: str | os.PathLike, arg: str = "out", action: str = "write") -> Iterator[None]:
+    """Turn an OSError raised in the block into an ``OutputError`` naming ``path`` (the file or
+    folder being written; not a temp file) and the OS's reason: ``"{arg}: cannot {action}
+    '{path}': {reason}"``."""
+    try:
+        yield
+    except OSError as e:
+        reason = e.strerror or str(e) or type(e).__name__
+        raise OutputError(arg, f"{arg}: cannot {action} {str(path)!r}: {reason}", path, e.errno) from e
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, arg: str = "out") -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder + fsync + os.replace):
+    if anything fails (a full disk, ...) the old file stays and the temp file goes. An OSError
+    becomes an ``OutputError`` (argument ``arg``) naming ``path``."""
     path = Path(path)
     if not path.parent.is_dir():
         raise ValueError(f"folder {str(path.parent)!r} does not exist")
-    try:
+    with writing(path, arg):
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:  # a read-only or full folder: one line, not a traceback
-        raise ValueError(f"cannot write {str(path)!r}: {e.strerror or type(e).__name__}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` made atomic."""
+def atomic_torch_save(obj: Any, path: str | os.PathLike, arg: str = "out") -> None:
+    """``torch.save`` made atomic (``atomic_write_bytes``)."""
     buf = io.BytesIO()
     torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue(), arg)
 
 
-def atomic_write_json(obj: Any, path: str | os.PathLike) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+def atomic_write_json(obj: Any, path: str | os.PathLike, arg: str = "out") -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), arg)
 
 
 def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
     """Load a checkpoint with ``weights_only=True``; ValueError with a one-line reason otherwise."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise ValueError(f"checkpoint {str(path)!r} is a directory, not a checkpoint file")
+    if not path.exists():
         raise ValueError(f"checkpoint {str(path)!r} does not exist")
+    if not path.is_file():
+        raise ValueError(f"checkpoint {str(path)!r} is not a regular file (a device, FIFO or socket)")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
@@ -94,10 +132,11 @@ class TSVLog:
     def __init__(self, path: str | os.PathLike, columns: Sequence[str], kind: str = "smoothcert", arg: str = "out"):
         self.path = Path(path)
         self.columns = tuple(columns)
+        self.arg = arg
         check_output_file(self.path, arg)
         header = "\t".join(self.columns)
         self.rows: list[list[str]] = []
-        try:
+        with writing(self.path, arg):  # e.g. a read-only folder
             if self.path.exists() and self.path.stat().st_size > 0:
                 self.rows = read_rows(self.path, self.columns, kind, arg, repair=True)
                 self._f = open(self.path, "a", encoding="utf-8")
@@ -105,9 +144,6 @@ class TSVLog:
                 self._f = open(self.path, "w", encoding="utf-8")
                 self._f.write(header + "\n")
                 self._f.flush()
-        except OSError as e:  # e.g. a read-only folder
-            raise ArgumentError(arg, f"{arg}: cannot write {str(self.path)!r}: "
-                                     f"{e.strerror or type(e).__name__}") from None
         self.done: set[int] = {int(r[0]) for r in self.rows}
 
     def write(self, values: Iterable[Any]) -> None:
@@ -115,11 +151,13 @@ class TSVLog:
         values = list(values)
         if len(values) != len(self.columns):
             raise ValueError(f"expected {len(self.columns)} values, got {len(values)}")
-        self._f.write("\t".join(_fmt(v) for v in values) + "\n")
-        self._f.flush()
+        with writing(self.path, self.arg):  # e.g. a full disk: a torn line, repaired on reopening
+            self._f.write("\t".join(_fmt(v) for v in values) + "\n")
+            self._f.flush()
 
     def close(self) -> None:
-        self._f.close()
+        with writing(self.path, self.arg):
+            self._f.close()
 
     def __enter__(self) -> "TSVLog":
         return self
@@ -193,11 +231,8 @@ class LogLock:
 
     def acquire(self) -> "LogLock":
         while True:
-            try:
+            with writing(self.path, self.arg, "create"):
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-            except OSError as e:
-                raise ArgumentError(self.arg, f"{self.arg}: cannot create {str(self.path)!r}: "
-                                              f"{e.strerror or type(e).__name__}") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

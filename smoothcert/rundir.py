@@ -10,18 +10,24 @@ A run directory holds
   written atomically after each epoch;
 * ``train_log.tsv``: one row per finished epoch (``TRAIN_COLUMNS``).
 
-``RunDir.resume_point(config, resume)`` decides resumability: a folder without a checkpoint
-starts afresh; with one, ``resume`` must be set and the recorded config must equal the new one
-except for ``RESUME_MAY_CHANGE``. ``RunDir.prepare`` then tidies the folder: temp files left by
-killed atomic writes go, leftovers of a run killed before its first checkpoint go (so rerunning
-a killed run always works), and the train log is cut back to the checkpoint's epoch (a torn
-last line included).
+``RunDir.resume_point(config, resume, overwrite=...)`` decides resumability. A folder with
+content is never overwritten unless ``overwrite`` is set: an absent or empty folder (temp files
+of killed atomic writes do not count) starts afresh; one with a checkpoint needs ``resume``, and
+the recorded config must equal the new one except for ``RESUME_MAY_CHANGE``; any other content
+(e.g. config.json and train_log.tsv whose checkpoint was moved away, or of a run killed before
+its first checkpoint) is refused with one line naming the files, ``resume`` or not.
+``RunDir.prepare`` then tidies the folder: temp files left by killed atomic writes go; a fresh
+start (``overwrite``) removes the run's three files (other files stay); a resume cuts the train
+log back to the checkpoint's epoch (a torn last line included). Writes that fail (a read-only
+folder, a full disk) raise ``logs.OutputError`` naming the path (argument ``out_dir``); a
+failed checkpoint write keeps the previous checkpoint.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,7 +35,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .logs import TSVLog, atomic_torch_save, atomic_write_bytes, atomic_write_json, read_rows, safe_torch_load
+from .logs import (TSVLog, atomic_torch_save, atomic_write_bytes, atomic_write_json, read_rows, safe_torch_load,
+                   writing)
 from .models import create_model
 from .validation import ArgumentError
 
@@ -132,6 +139,8 @@ class RunDir:
     # -- config ---------------------------------------------------------------------------
     def read_config(self) -> dict[str, Any]:
         """The validated config.json (ArgumentError naming the bad key)."""
+        if self.config_path.is_dir():
+            raise ArgumentError("model", f"model: {str(self.config_path)!r} is a directory, not a config file")
         if not self.config_path.is_file():
             raise ArgumentError("model", f"model: {str(self.path)!r} has no {CONFIG_NAME}; is it a run directory "
                                          "written by smoothcert train?")
@@ -142,7 +151,7 @@ class RunDir:
         return validate_config(config, repr(str(self.config_path)))
 
     def write_config(self, config: dict[str, Any]) -> None:
-        atomic_write_json(config, self.config_path)
+        atomic_write_json(config, self.config_path, "out_dir")
 
     # -- checkpoint -----------------------------------------------------------------------
     def read_checkpoint(self, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -152,7 +161,7 @@ class RunDir:
     def write_checkpoint(self, config: dict[str, Any], epoch: int, state: dict[str, Any]) -> None:
         """Atomically save the state after ``epoch`` epochs (``state``: state_dict, optimizer, ...)."""
         atomic_torch_save({"format": FORMAT, "arch": config["arch"], "config": config, "epoch": epoch, **state},
-                          self.checkpoint_path)
+                          self.checkpoint_path, "out_dir")
 
     def load_model(self, device: str | torch.device = "cpu") -> tuple[nn.Sequential, dict[str, Any]]:
         """(model with the checkpoint's weights, in eval mode on ``device``; config)."""
@@ -164,7 +173,7 @@ class RunDir:
 
     # -- train log --------------------------------------------------------------------------
     def open_log(self) -> TSVLog:
-        return TSVLog(self.log_path, TRAIN_COLUMNS, kind="smoothcert training")
+        return TSVLog(self.log_path, TRAIN_COLUMNS, kind="smoothcert training", arg="out_dir")
 
     def trim_log(self, last_epoch: int) -> None:
         """Keep the log rows of epochs <= ``last_epoch`` (later ones were written before a crash,
@@ -175,30 +184,58 @@ class RunDir:
         keep = [r for r in rows if int(r[0]) <= last_epoch]
         text = "\n".join("\t".join(r) for r in [list(TRAIN_COLUMNS), *keep]) + "\n"
         if text.encode() != self.log_path.read_bytes():
-            atomic_write_bytes(self.log_path, text.encode())
+            atomic_write_bytes(self.log_path, text.encode(), "out_dir")
 
     def read_log(self) -> list[list[str]]:
         return read_rows(self.log_path, TRAIN_COLUMNS, "smoothcert training") if self.log_path.is_file() else []
 
     # -- resumability -----------------------------------------------------------------------
+    @staticmethod
+    def _is_temporary(name: str) -> bool:
+        return any(name.startswith(f".{run_file}.") and name.endswith(".tmp")
+                   for run_file in (CONFIG_NAME, CHECKPOINT_NAME, TRAIN_LOG_NAME))
+
     def remove_temporaries(self) -> None:
         """Delete temp files that killed atomic writes of this folder's files left behind."""
-        for name in (CONFIG_NAME, CHECKPOINT_NAME, TRAIN_LOG_NAME):
-            for tmp in self.path.glob(f".{name}.*.tmp"):
+        for tmp in self.path.iterdir():
+            if self._is_temporary(tmp.name) and not tmp.is_dir():
                 tmp.unlink(missing_ok=True)
 
-    def resume_point(self, config: dict[str, Any], resume: bool,
-                     map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
-        """The checkpoint to resume ``config`` from, or None to start afresh (no checkpoint yet);
-        reads only, so every process may call it. ArgumentError (``out_dir``) if the folder holds
-        a checkpoint and ``resume`` is not set, or one of another config."""
+    def contents(self) -> list[str]:
+        """The names in the folder (sorted, a folder's with a trailing ``/``), temp files of
+        killed atomic writes left out; [] for an absent folder."""
+        if not self.path.is_dir():
+            return []
+        return sorted(p.name + ("/" if p.is_dir() else "") for p in self.path.iterdir()
+                      if not self._is_temporary(p.name))
+
+    def resume_point(self, config: dict[str, Any], resume: bool, map_location: str | torch.device = "cpu",
+                     overwrite: bool = False) -> dict[str, Any] | None:
+        """The checkpoint to resume ``config`` from, or None to start afresh (see the module doc);
+        reads only, so every process may call it. ArgumentError (``out_dir``, one line naming
+        what is there) unless the folder is absent or empty, or ``overwrite`` is set, or it holds
+        a checkpoint of the same config and ``resume`` is set."""
         if self.path.exists() and not self.path.is_dir():
             raise ArgumentError("out_dir", f"out_dir: {str(self.path)!r} exists and is not a folder")
-        if not self.checkpoint_path.is_file():
+        if resume and overwrite:
+            raise ArgumentError("overwrite", "overwrite: give resume (continue the run) or overwrite (start afresh), "
+                                             "not both")
+        if self.checkpoint_path.exists() and not self.checkpoint_path.is_file():
+            what = "a directory" if self.checkpoint_path.is_dir() else "not a regular file"
+            raise ArgumentError("out_dir", f"out_dir: {str(self.checkpoint_path)!r} is {what}, not a checkpoint "
+                                           "file; move it away or choose another folder")
+        if overwrite:
             return None
+        held = self.contents()
+        if not held:
+            return None
+        names = ", ".join(held[:6]) + (f" and {len(held) - 6} more" if len(held) > 6 else "")
+        if not self.checkpoint_path.is_file():
+            raise ArgumentError("out_dir", f"out_dir: {str(self.path)!r} is not empty ({names}) and holds no "
+                                           f"{CHECKPOINT_NAME} to resume from; overwrite it or choose another folder")
         if not resume:
-            raise ArgumentError("out_dir", f"out_dir: {str(self.path)!r} already holds a run; resume it or choose "
-                                           "another folder")
+            raise ArgumentError("out_dir", f"out_dir: {str(self.path)!r} already holds a run ({names}); resume it, "
+                                           "overwrite it or choose another folder")
         ckpt = self.read_checkpoint(map_location)
         if ckpt.get("format") != FORMAT or "optimizer" not in ckpt or not isinstance(ckpt.get("config"), dict):
             raise ArgumentError("out_dir", f"out_dir: {str(self.checkpoint_path)!r} is not a resumable smoothcert "
@@ -210,16 +247,21 @@ class RunDir:
 
     def prepare(self, config: dict[str, Any], ckpt: dict[str, Any] | None) -> None:
         """Make the folder ready to train ``config`` from ``ckpt`` (``resume_point``'s answer):
-        temp files of killed writes go; without a checkpoint the leftovers of a run killed before
-        its first one go too (so rerunning a killed run always works); with one, config.json is
-        rewritten (epochs may have grown) and the train log cut back to its epoch. Call it from
-        one process only."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        self.remove_temporaries()
-        if ckpt is None:
-            for stale in (self.log_path, self.config_path):
-                stale.unlink(missing_ok=True)
-            return
+        the folder is created and checked writable (``OutputError`` naming it, before any
+        training), temp files of killed writes go; without a checkpoint (a fresh start: the
+        folder was empty, or ``overwrite``) the run's files go -- config.json, checkpoint.pt,
+        train_log.tsv; other files stay; with one, config.json is rewritten (epochs may have
+        grown) and the train log cut back to its epoch. Call it from one process only."""
+        with writing(self.path, "out_dir"):
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=f".{CONFIG_NAME}.", suffix=".tmp", dir=self.path)  # writable?
+            os.close(fd)
+            os.unlink(probe)
+            self.remove_temporaries()
+            if ckpt is None:
+                for stale in (self.log_path, self.config_path, self.checkpoint_path):
+                    stale.unlink(missing_ok=True)
+                return
         self.write_config(config)
         self.trim_log(int(ckpt["epoch"]))
 

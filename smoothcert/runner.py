@@ -17,8 +17,9 @@ It owns, for a TSV log ``out`` (one flushed row per input: ``idx label ... time`
 * **The settings check.** A resume whose settings differ from the recorded ones (any key both
   record), or whose dataset or split differs, is refused with one line naming the setting.
   Settings in ``recorded`` (batch sizes, AMP: speed, not meaning) are written but not checked.
-* **The seed.** ``seed=None`` on a fresh log draws one; a resume reuses the recorded seed, so
-  every row of a log comes from one seed (an explicit different seed is refused). Batch ``b``
+* **The seed.** ``seed=None`` on a fresh log means 0 (the default everywhere, as the CLI's
+  ``--seed``: reruns are identical); a resume reuses the recorded seed, so every row of a log
+  comes from one seed (an explicit different seed is refused). Any seed in [0, 2**63 - 1]. Batch ``b``
   draws from a generator seeded by ``derived_seed(seed, b[0])``: a resumed or rerun log is
   identical to an uninterrupted one.
 * **The process split.** Under ``torchrun`` (``WORLD_SIZE`` > 1) rank r takes every
@@ -33,7 +34,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,10 +43,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .logs import LogLock, TSVLog, atomic_write_bytes, atomic_write_json, check_output_file, read_rows
-from .processes import ProcessGroup
+from .seeding import SEED_STRIDE, check_seed, derive_seed
 from .validation import ArgumentError, check_int
 
-SEED_STRIDE = 1_000_003  # a prime: distinct seeds per (seed, index) for indices below it (every test split)
 
 # a batch's work: (indices, xs, labels, generator) -> one row tail (the columns between label and time) per input
 Step = Callable[[list[int], torch.Tensor, torch.Tensor, torch.Generator], list[list[Any]]]
@@ -54,8 +53,8 @@ Step = Callable[[list[int], torch.Tensor, torch.Tensor, torch.Generator], list[l
 
 def derived_seed(seed: int, index: int) -> int:
     """The generator seed for item ``index`` (an input's idx, an epoch) of a run seeded by ``seed``:
-    the one definition of the seed stride."""
-    return seed * SEED_STRIDE + index
+    ``seeding.derive_seed`` (the one seeding rule; valid for every seed in [0, 2**63 - 1])."""
+    return derive_seed(seed, index)
 
 
 @dataclass(frozen=True)
@@ -155,6 +154,54 @@ def check_resume(out: Path, old: dict[str, Any], key: str, settings: dict[str, A
     return old_seed if seed is None else seed
 
 
+class _Ranks:
+    """Rank and world size under torchrun; starts (and later ends) a gloo process group if
+    WORLD_SIZE > 1 and none is running."""
+
+    def __init__(self) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.started = False
+        if self.world > 1:
+            import torch.distributed as dist
+
+            if not dist.is_initialized():
+                dist.init_process_group("gloo")
+                self.started = True
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        if self.world == 1:
+            return obj
+        import torch.distributed as dist
+
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def all_gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order, on every rank."""
+        if self.world == 1:
+            return [obj]
+        import torch.distributed as dist
+
+        box: list[Any] = [None] * self.world
+        dist.all_gather_object(box, obj)
+        return box
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.started:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
 def _shards(out: Path) -> list[Path]:
     return sorted(out.parent.glob(out.name + ".rank*"))
 
@@ -212,7 +259,7 @@ def run_logged(dataset: Any, out: str | os.PathLike, columns: Sequence[str], *, 
     settings = _plain(settings)
     identity = _plain({"dataset": getattr(dataset, "name", None) or None,
                        "split": getattr(dataset, "split", None)})
-    ranks = ProcessGroup(device)  # under torchrun: this rank's device must be its own GPU (processes.py)
+    ranks = _Ranks()
     lock: LogLock | None = None
     log: TSVLog | None = None
     try:
@@ -234,7 +281,7 @@ def run_logged(dataset: Any, out: str | os.PathLike, columns: Sequence[str], *, 
                                                "against; choose another file")
                 if log.done:
                     seed = check_resume(out, old, key, settings, identity, seed, names)
-                seed = secrets.randbits(31) if seed is None else check_int("seed", seed, 0)
+                seed = 0 if seed is None else check_seed(seed)
                 sel = selection or Selection()
                 atomic_write_json(_plain({**(meta or {}), "kind": key, "columns": list(columns), **identity,
                                           key: {**settings, **(recorded or {})}, "seed": seed,

@@ -74,6 +74,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     ArgumentError (argument ``model``, one line) for a missing, corrupt or unknown checkpoint, a
     damaged config, or weights that do not fit the architecture."""
     path = Path(path)
+    if path.is_dir() and path.suffix in (".pt", ".pth", ".tar") and not (path / CONFIG_NAME).exists():
+        raise ArgumentError("model", f"model: {str(path)!r} is a directory, not a checkpoint file")
     if path.is_dir():
         model, config = RunDir(path).load_model(device)
     else:

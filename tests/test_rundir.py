@@ -127,9 +127,12 @@ def test_resume_after_a_torn_train_log_line_and_killed_writes(tmp_path):
     assert [r[0] for r in rows] == ["1", "2"] and not list(run.glob(".*.tmp"))
 
 
-def test_a_run_killed_before_its_first_checkpoint_can_be_rerun(tmp_path):
+def test_a_run_killed_before_its_first_checkpoint_is_rerun_with_overwrite(tmp_path):
     run = smoothcert.train(tmp_path / "k", epochs=1, **QUICK)
     (run / "checkpoint.pt").unlink()  # killed between config.json/train_log.tsv and the first checkpoint
-    smoothcert.train(run, epochs=1, **QUICK)  # no resume flag needed: nothing was trained
+    for resume in (False, True):  # a folder with content is never overwritten silently (issue 23)
+        with pytest.raises(ArgumentError, match=r"not empty \(config.json, train_log.tsv\).*no checkpoint.pt"):
+            smoothcert.train(run, epochs=1, resume=resume, **QUICK)
+    smoothcert.train(run, epochs=1, overwrite=True, **QUICK)
     assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 1
     assert [r[0] for r in read_tsv(run / "train_log.tsv")[1]] == ["1"]
