@@ -43,6 +43,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .logs import LogLock, TSVLog, atomic_write_bytes, atomic_write_json, check_output_file, read_rows
+from .processes import ProcessGroup
 from .seeding import SEED_STRIDE, check_seed, derive_seed
 from .validation import ArgumentError, check_int
 
@@ -154,54 +155,6 @@ def check_resume(out: Path, old: dict[str, Any], key: str, settings: dict[str, A
     return old_seed if seed is None else seed
 
 
-class _Ranks:
-    """Rank and world size under torchrun; starts (and later ends) a gloo process group if
-    WORLD_SIZE > 1 and none is running."""
-
-    def __init__(self) -> None:
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.started = False
-        if self.world > 1:
-            import torch.distributed as dist
-
-            if not dist.is_initialized():
-                dist.init_process_group("gloo")
-                self.started = True
-
-    def broadcast(self, obj: Any) -> Any:
-        """Rank 0's ``obj`` on every rank."""
-        if self.world == 1:
-            return obj
-        import torch.distributed as dist
-
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
-    def all_gather(self, obj: Any) -> list[Any]:
-        """Every rank's ``obj``, in rank order, on every rank."""
-        if self.world == 1:
-            return [obj]
-        import torch.distributed as dist
-
-        box: list[Any] = [None] * self.world
-        dist.all_gather_object(box, obj)
-        return box
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-    def close(self) -> None:
-        if self.started:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-
-
 def _shards(out: Path) -> list[Path]:
     return sorted(out.parent.glob(out.name + ".rank*"))
 
@@ -259,7 +212,7 @@ def run_logged(dataset: Any, out: str | os.PathLike, columns: Sequence[str], *, 
     settings = _plain(settings)
     identity = _plain({"dataset": getattr(dataset, "name", None) or None,
                        "split": getattr(dataset, "split", None)})
-    ranks = _Ranks()
+    ranks = ProcessGroup(device)  # under torchrun: this rank's device must be its own GPU (processes.py)
     lock: LogLock | None = None
     log: TSVLog | None = None
     try:
