@@ -18,6 +18,14 @@ predict correct`` and other columns). Only certify logs have certificates: a pre
 certified accuracy is its accuracy at r = 0 and undefined (NaN / null) at r > 0; an attack log
 has an accuracy under attack only, so all its radius cells are undefined.
 
+Each log's certificate -- its noise, norm and bound (one- or two-sided) -- is read from its
+``.meta.json`` (``certificate``): a log of the first release records none of them and was a
+Gaussian, L2, one-sided run (``runner.LEGACY_DEFAULTS``); a log without metadata (the reference
+code's, published extracts) is read as L2, its noise and bound unknown, and says so. Tables,
+JSON and plot legends name every row's certificate. An envelope or a "best" cell compares
+certified accuracies, so it is refused (ValueError naming ``allow_mixed``) across certify logs
+of different norms, or across logs of different inputs (sets of idx), unless ``allow_mixed``.
+
 ``summarize`` builds the versioned JSON structure documented in docs/analysis_json.md;
 ``format_table`` renders it as md, LaTeX, JSON or CSV.
 """
@@ -36,6 +44,8 @@ from typing import Any, Sequence, Union
 import numpy as np
 
 from .logs import CERTIFY_COLUMNS, PREDICT_COLUMNS, read_tsv
+from .runner import LEGACY_DEFAULTS
+from .validation import ArgumentError
 
 SCHEMA = "smoothcert.analysis"
 SCHEMA_VERSION = 1
@@ -119,6 +129,8 @@ def load_log(path: str | os.PathLike) -> CertLog:
     reference code's. ValueError naming the file for an empty or malformed log, duplicate idx or
     an unreadable ``.meta.json`` sidecar."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"log {str(path)!r} is a directory, not a log file (name the .tsv log inside it)")
     header, rows = read_tsv(path)
     where = repr(str(path))
     if len(set(header)) != len(header):
@@ -177,6 +189,81 @@ def load_log(path: str | os.PathLike) -> CertLog:
 def as_log(log: LogLike) -> CertLog:
     """``log`` itself if it is a CertLog, else ``load_log(log)``."""
     return log if isinstance(log, CertLog) else load_log(log)
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """How a log certified, from its ``.meta.json``: ``noise`` (``gaussian``, ``laplace``, ...;
+    None: unknown), ``norm`` of its radii (``l2``, ``l1``, ``linf``; None for a predict or attack
+    log, which has no radii), ``bound`` (``one-sided`` / ``two-sided``; None: unknown or not a
+    certify log) and ``recorded`` (False: no metadata, the norm is assumed L2)."""
+
+    noise: str | None
+    norm: str | None
+    bound: str | None
+    recorded: bool
+
+    @property
+    def text(self) -> str:
+        """``gaussian L2 one-sided``; ``L2 assumed, no metadata``; a predict log's noise; ``-``."""
+        if self.norm is None:
+            return self.noise or "-"
+        if not self.recorded:
+            return f"{self.norm.upper()} assumed, no metadata"
+        return " ".join(p for p in (self.noise or "unknown noise", self.norm.upper(), self.bound or "unknown bound"))
+
+
+def certificate(log: LogLike) -> Certificate:
+    """The noise, norm and bound of ``log`` (see ``Certificate``). A certify log's settings come
+    from the ``certify`` entry of its meta, missing keys from ``runner.LEGACY_DEFAULTS`` (the first
+    release certified Gaussian L2 one-sided only, as the runner reads such logs on resume); no meta:
+    L2 assumed (Cohen et al.'s format), noise and bound unknown."""
+    log = as_log(log)
+    meta = log.meta or {}
+    run = meta.get(log.kind) if isinstance(meta.get(log.kind), dict) else None
+    if log.kind != "certify":
+        noise = run.get("noise", LEGACY_DEFAULTS["noise"]) if run is not None and log.kind == "predict" else None
+        return Certificate(noise, None, None, run is not None)
+    if run is None:
+        return Certificate(None, "l2", None, False)
+    run = {**LEGACY_DEFAULTS, **{k: v for k, v in run.items() if v is not None}}
+    return Certificate(str(run["noise"]), str(run["norm"]).lower(), str(run["bound"]), True)
+
+
+def _name(log: CertLog) -> str:
+    return repr(str(log.path))
+
+
+def check_comparable(logs: Sequence[LogLike], what: str, allow_mixed: bool = False) -> list[str]:
+    """What ``logs`` mix (a list of ``"norms"`` and ``"inputs"``, empty when nothing): certify logs
+    of different norms, or logs of different inputs (sets of idx). Unless ``allow_mixed``, a mix is
+    an ArgumentError naming ``allow_mixed``: ``what`` (an envelope, a best cell) would compare
+    certified accuracies that do not measure the same thing."""
+    logs = [as_log(x) for x in logs]
+    mixed = []
+    norms = {}
+    for x in logs:
+        norm = certificate(x).norm
+        if norm is not None:
+            norms.setdefault(norm, x)
+    if len(norms) > 1:
+        mixed.append("norms")
+        if not allow_mixed:
+            shown = ", ".join(f"{_name(x)} {n.upper()}" for n, x in norms.items())
+            raise ArgumentError("allow_mixed", f"allow_mixed: {what} would compare radii of different norms "
+                                               f"({shown}); compare one norm at a time or allow the mix explicitly")
+    sets = {}
+    for x in logs:
+        sets.setdefault(frozenset(x.idx.tolist()), x)
+    if len(sets) > 1:
+        mixed.append("inputs")
+        if not allow_mixed:
+            (sa, a), (sb, b) = list(sets.items())[:2]
+            raise ArgumentError("allow_mixed", f"allow_mixed: {what} would compare logs of different inputs "
+                                               f"({_name(a)}: {len(sa)} idx, {_name(b)}: {len(sb)} idx, "
+                                               f"{len(sa & sb)} shared); compare logs of the same inputs or allow "
+                                               "the mix explicitly")
+    return mixed
 
 
 def _check_radii(radii: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -304,14 +391,16 @@ def certified_accuracy_curve(log: LogLike) -> tuple[np.ndarray, np.ndarray]:
     return _curve([log])
 
 
-def envelope_curve(logs: Sequence[LogLike]) -> tuple[np.ndarray, np.ndarray]:
+def envelope_curve(logs: Sequence[LogLike], allow_mixed: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Breakpoints and values of max over ``logs`` of CA(r) (same conventions as
-    ``certified_accuracy_curve``)."""
+    ``certified_accuracy_curve``). Refused across logs of different norms or inputs unless
+    ``allow_mixed`` (``check_comparable``)."""
     logs = [as_log(x) for x in logs]
     bad = [str(x.path) for x in logs if x.radius is None]
     if not logs or bad:
         raise ValueError("the envelope needs certify logs (with a radius column); not: "
                          f"{', '.join(bad) or 'none given'}")
+    check_comparable(logs, "the envelope", allow_mixed)
     return _curve(logs)
 
 
@@ -320,10 +409,11 @@ def _curve(logs: list[CertLog]) -> tuple[np.ndarray, np.ndarray]:
     return pts, np.max([certified_accuracy(x, pts) for x in logs], axis=0)
 
 
-def envelope(logs: Sequence[LogLike], radii: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Best certified accuracy over certify ``logs`` at each radius."""
+def envelope(logs: Sequence[LogLike], radii: Sequence[float] | np.ndarray, allow_mixed: bool = False) -> np.ndarray:
+    """Best certified accuracy over certify ``logs`` at each radius (refused across norms or
+    inputs unless ``allow_mixed``, as ``envelope_curve``)."""
     logs = [as_log(x) for x in logs]
-    envelope_curve(logs)  # validates
+    envelope_curve(logs, allow_mixed)  # validates
     return np.max([certified_accuracy(x, radii) for x in logs], axis=0)
 
 
@@ -342,16 +432,19 @@ def _describe(log: CertLog) -> tuple[str | None, dict[str, Any], float | None, f
     return method, params, run.get("sigma", train_sigma), train_sigma
 
 
-def _certificate_parts(log: CertLog) -> list[str]:
-    """What the label must say about how a certify log certified, from its meta: the norm when it
-    is not L2, a two-sided bound, a sequential run (its radii are then grid levels)."""
+def _run_parts(log: CertLog) -> list[str]:
+    """What the label must say about how a certify log was run: a sequential run (its radii are
+    then grid levels)."""
     run = (log.meta or {}).get("certify")
-    if not isinstance(run, dict):
-        return []
-    parts = [str(run["norm"]).upper()] if run.get("norm") not in (None, "l2") else []
-    parts += ["two-sided"] if run.get("bound") == "two-sided" else []
-    parts += ["sequential"] if run.get("sequential") else []
-    return parts
+    return ["sequential"] if isinstance(run, dict) and run.get("sequential") else []
+
+
+def _certificate_parts(cert: Certificate) -> dict[str, str]:
+    """The certificate as label parts, by key (a part is shown where the labels would repeat)."""
+    if cert.norm is None:
+        return {"noise": cert.noise or "noise unknown"}
+    return {"noise": cert.noise or "noise unknown", "norm": cert.norm.upper() + ("" if cert.recorded else " assumed"),
+            "bound": cert.bound or "bound unknown"}
 
 
 def _num(v: Any) -> str:
@@ -361,21 +454,34 @@ def _num(v: Any) -> str:
 def default_labels(logs: Sequence[LogLike]) -> list[str]:
     """Labels from each log's ``.meta.json``: the method, the method params that tell the logs
     apart (a param is shown when its value is not the same in every log, a missing param
-    counting as different; all of them for a single log) and the certification sigma, e.g.
-    ``maxup-gauss m=25 σ=0.25``; the file stem when there is no meta. Labels that would still
-    repeat get the shortest path tail that tells them apart, e.g. ``[run1/certify]``."""
+    counting as different; all of them for a single log), ``sequential`` for a sequential run
+    and the certification sigma, e.g. ``maxup-gauss m=25 σ=0.25``; the file stem when there is no
+    meta. The certificate (``certificate``: noise, norm, bound) has its own column in tables and
+    its own keys in the JSON; labels that would repeat get the parts of it that tell them apart
+    (``gauss L1 one-sided σ=0.25``, ``gauss L2 two-sided σ=0.25``), and labels that still repeat
+    the shortest path tail that tells them apart, e.g. ``[run1/certify]``."""
     logs = [as_log(x) for x in logs]
     described = [_describe(x) for x in logs]
+    certs = [_certificate_parts(certificate(x)) for x in logs]
     missing = object()
-    labels = []
-    for log, (method, params, sigma, train_sigma) in zip(logs, described):
-        shown = [k for k, v in params.items() if len(logs) == 1 or any(d[1].get(k, missing) != v for d in described)]
-        parts = [method or log.path.stem] + [f"{k}={_num(params[k])}" for k in shown] + _certificate_parts(log)
+
+    def label(k: int, cert_keys: Sequence[str] = ()) -> str:
+        log, (method, params, sigma, train_sigma) = logs[k], described[k]
+        shown = [p for p, v in params.items() if len(logs) == 1 or any(d[1].get(p, missing) != v for d in described)]
+        parts = ([method or log.path.stem] + [f"{p}={_num(params[p])}" for p in shown]
+                 + [certs[k][c] for c in cert_keys if c in certs[k]] + _run_parts(log))
         if isinstance(sigma, (int, float)) and not isinstance(sigma, bool):
             trained = (f" (trained {train_sigma:g})"
                        if isinstance(train_sigma, (int, float)) and not math.isclose(train_sigma, sigma) else "")
             parts.append(f"σ={sigma:g}{trained}")
-        labels.append(" ".join(parts))
+        return " ".join(parts)
+
+    labels = [label(k) for k in range(len(logs))]
+    for lab in {x for x in labels if labels.count(x) > 1}:
+        same = [k for k in range(len(logs)) if labels[k] == lab]
+        keys = [c for c in ("noise", "norm", "bound") if len({certs[k].get(c) for k in same}) > 1]
+        for k in same:
+            labels[k] = label(k, keys)
     for lab in {x for x in labels if labels.count(x) > 1}:
         same = [k for k in range(len(logs)) if labels[k] == lab]
         parts = [logs[k].path.with_suffix("").parts for k in same]
@@ -404,13 +510,16 @@ def _best_flags(values: list[float | None], higher: bool) -> list[bool]:
 
 
 def summarize(logs: Sequence[LogLike], radii: Sequence[float] | np.ndarray | None = None,
-              labels: Sequence[str] | None = None, envelope: bool = False) -> dict[str, Any]:
+              labels: Sequence[str] | None = None, envelope: bool = False,
+              allow_mixed: bool = False) -> dict[str, Any]:
     """The comparison of ``logs`` as the versioned JSON structure of docs/analysis_json.md:
-    per log n, accuracy, abstain rate, ACR, mean time, mean estimation samples (``mean_samples``)
-    and certified accuracy at ``radii``
+    per log its certificate (noise, norm, bound), n, accuracy, abstain rate, ACR, mean time, mean
+    estimation samples (``mean_samples``) and certified accuracy at ``radii``
     (default: ``default_radii``), with the best value of each column flagged; with
     ``envelope``, the best over the certify logs at each radius. Fractions in [0, 1]; undefined
-    values are None."""
+    values are None. Best flags over several logs, and the envelope, are refused (ArgumentError
+    naming ``allow_mixed``) across certify logs of different norms or logs of different inputs,
+    unless ``allow_mixed``; the summary's ``mixed`` then says what was mixed."""
     logs = [as_log(x) for x in logs]
     if not logs:
         raise ValueError("logs must name at least one log")
@@ -419,10 +528,15 @@ def summarize(logs: Sequence[LogLike], radii: Sequence[float] | np.ndarray | Non
         labels = default_labels(logs)
     elif len(labels) != len(logs):
         raise ValueError(f"labels: got {len(labels)} for {len(logs)} logs")
+    what = "the best cells" + (" and the envelope" if envelope else "")
+    mixed = check_comparable(logs, what, allow_mixed) if len(logs) > 1 else []
     rows = []
-    for log, lab in zip(logs, labels):
+    certs = [certificate(x) for x in logs]
+    for log, lab, cert in zip(logs, labels, certs):
         rows.append({
-            "label": str(lab), "path": str(log.path), "kind": log.kind, "n": log.n,
+            "label": str(lab), "path": str(log.path), "kind": log.kind,
+            "noise": cert.noise, "norm": cert.norm, "bound": cert.bound, "certificate": cert.text,
+            "certificate_recorded": cert.recorded, "n": log.n,
             "accuracy": accuracy(log), "abstain_rate": abstain_rate(log),
             "acr": average_certified_radius(log) if log.radius is not None else None,
             "mean_time_s": mean_time(log), "mean_samples": mean_samples(log), "sequential": log.n_used is not None,
@@ -444,9 +558,10 @@ def summarize(logs: Sequence[LogLike], radii: Sequence[float] | np.ndarray | Non
                    for j in range(r.size)]
         env = {"label": "envelope", "of": [labels[k] for k in cert],
                "certified_accuracy": [float(v) for v in top], "argmax": winners}
+    norms = {c.norm for c in certs if c.norm is not None}
     return {"schema": SCHEMA, "version": SCHEMA_VERSION,
-            "radius": {"norm": "l2", "scale": "[0,1] pixels"},
-            "radii": [float(v) for v in r], "logs": rows, "envelope": env}
+            "radius": {"norm": norms.pop() if len(norms) == 1 else None, "scale": "[0,1] pixels"},
+            "radii": [float(v) for v in r], "logs": rows, "envelope": env, "mixed": mixed}
 
 
 # ---------------------------------------------------------------- tables
@@ -479,20 +594,21 @@ def _cells(summary: dict[str, Any]) -> tuple[list[str], list[tuple[list[str], li
     """Header and (cells, best flags) per row, envelope last; values in % (ACR in radius units);
     a samples/input column after ACR when ``_shows_samples``."""
     extra = _shows_samples(summary)
-    header = (["config", "n", "acc. (%)", "abstain (%)", "ACR"] + (["samples/input"] if extra else [])
+    header = (["config", "certificate", "n", "acc. (%)", "abstain (%)", "ACR"] + (["samples/input"] if extra else [])
               + [f"r={format_radius(r)}" for r in summary["radii"]])
     rows = []
     for row in summary["logs"]:
         best = row["best"]
-        cells = [row["label"], str(row["n"]), _pct(row["accuracy"]), _pct(row["abstain_rate"]), _acr(row["acr"])]
-        flags = [False, False, best["accuracy"], best["abstain_rate"], best["acr"]]
+        cells = [row["label"], row.get("certificate", "-"), str(row["n"]), _pct(row["accuracy"]),
+                 _pct(row["abstain_rate"]), _acr(row["acr"])]
+        flags = [False, False, False, best["accuracy"], best["abstain_rate"], best["acr"]]
         if extra:
             cells.append(_samples(row.get("mean_samples")))
             flags.append(False)
         rows.append((cells + [_pct(v) for v in row["certified_accuracy"]], flags + best["certified_accuracy"]))
     env = summary.get("envelope")
     if env:
-        cells = [f"best of {len(env['of'])} (envelope)", "", "-", "-", "-"] + (["-"] if extra else [])
+        cells = [f"best of {len(env['of'])} (envelope)", "", "", "-", "-", "-"] + (["-"] if extra else [])
         rows.append((cells + [_pct(v) for v in env["certified_accuracy"]], [False] * len(header)))
     return header, rows
 
@@ -500,13 +616,26 @@ def _cells(summary: dict[str, Any]) -> tuple[list[str], list[tuple[list[str], li
 def _markdown(summary: dict[str, Any]) -> str:
     header, rows = _cells(summary)
     esc = lambda s: s.replace("|", "\\|")  # noqa: E731
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":---", ":---"] + ["---:"] * (len(header) - 2)) + "|"]
     for cells, best in rows:
         lines.append("| " + " | ".join(f"**{esc(c)}**" if b else esc(c) for c, b in zip(cells, best)) + " |")
-    note = (f"Certified accuracy (%) at radius r ({summary['radius']['scale']}), in L2 unless the row says L1 or "
-            "LINF; best of each column in bold; "
-            "'-' = not defined.")
+    note = (f"Certified accuracy (%) at radius r ({summary['radius']['scale']}) in the norm of the row's "
+            "certificate (noise, norm, bound); best of each column in bold; '-' = not defined."
+            + "".join(" " + n for n in _notes(summary)))
     return "\n".join(lines) + "\n\n" + note + "\n"
+
+
+def _notes(summary: dict[str, Any]) -> list[str]:
+    """Sentences the table must carry: rows read without metadata, comparisons allowed across a mix."""
+    notes = []
+    if any(not row.get("certificate_recorded", True) and row.get("norm") for row in summary["logs"]):
+        notes.append("A certify log without metadata is read as L2, its noise and bound unknown.")
+    mixed = summary.get("mixed") or []
+    if mixed:
+        what = " and ".join({"norms": "certify different norms", "inputs": "hold different inputs"}[m] for m in mixed)
+        notes.append(f"The rows {what}: the best cells{' and the envelope' if summary.get('envelope') else ''} "
+                     "compare them anyway (allowed explicitly).")
+    return notes
 
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -522,12 +651,12 @@ def latex_escape(text: str) -> str:
 def _latex(summary: dict[str, Any]) -> str:
     header, rows = _cells(summary)
     k = len(summary["radii"])
-    fixed = (["config", "$n$", "acc.\\ (\\%)", "abstain (\\%)", "ACR"]
+    fixed = (["config", "certificate", "$n$", "acc.\\ (\\%)", "abstain (\\%)", "ACR"]
              + (["samples/input"] if _shows_samples(summary) else []))
-    lines = ["% needs \\usepackage{booktabs}",
-             "\\begin{tabular}{l" + "r" * (len(fixed) - 1) + "r" * k + "}", "\\toprule",
+    lines = ["% needs \\usepackage{booktabs}"] + [f"% {latex_escape(n)}" for n in _notes(summary)] + [
+             "\\begin{tabular}{ll" + "r" * (len(fixed) - 2) + "r" * k + "}", "\\toprule",
              " & " * len(fixed) + "\\multicolumn{%d}{c}{certified accuracy (\\%%) at radius $r$ "
-             "(L2 unless the row says otherwise)} \\\\" % k,
+             "(in the norm of the row's certificate)} \\\\" % k,
              "\\cmidrule(lr){%d-%d}" % (len(fixed) + 1, len(fixed) + k),
              " & ".join(fixed + [format_radius(r) for r in summary["radii"]]) + " \\\\",
              "\\midrule"]
@@ -544,8 +673,8 @@ def _csv(summary: dict[str, Any]) -> str:
     radii = [f"r={format_radius(r)}" for r in summary["radii"]]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["label", "kind", "path", "n", "accuracy", "abstain_rate", "acr", "mean_time_s", "mean_samples"]
-               + radii + ["best"])
+    w.writerow(["label", "kind", "path", "n", "accuracy", "abstain_rate", "acr", "mean_time_s", "mean_samples",
+                "noise", "norm", "bound"] + radii + ["best"])
     blank = lambda v: "" if v is None else repr(v)  # noqa: E731
     for row in summary["logs"]:
         best = row["best"]
@@ -553,11 +682,12 @@ def _csv(summary: dict[str, Any]) -> str:
         marked += [name for name, b in zip(radii, best["certified_accuracy"]) if b]
         w.writerow([row["label"], row["kind"], row["path"], row["n"], blank(row["accuracy"]),
                     blank(row["abstain_rate"]), blank(row["acr"]), blank(row["mean_time_s"]),
-                    blank(row.get("mean_samples"))]
+                    blank(row.get("mean_samples")), row.get("noise") or "", row.get("norm") or "",
+                    row.get("bound") or ""]
                    + [blank(v) for v in row["certified_accuracy"]] + [" ".join(marked)])
     env = summary.get("envelope")
     if env:
-        w.writerow([env["label"], "envelope", "", "", "", "", "", "", ""]
+        w.writerow([env["label"], "envelope", "", "", "", "", "", "", "", "", "", ""]
                    + [blank(v) for v in env["certified_accuracy"]] + [""])
     return buf.getvalue()
 
@@ -577,8 +707,9 @@ def format_table(summary: dict[str, Any], fmt: str = "md") -> str:
     raise ValueError(f"fmt must be one of {', '.join(FORMATS)}, got {fmt!r}")
 
 
-__all__ = ["CertLog", "FORMATS", "SCHEMA", "SCHEMA_VERSION", "abstain_rate", "accuracy", "acr_difference",
-           "acr_standard_error", "as_log",
-           "average_certified_radius", "certified_accuracy", "certified_accuracy_curve", "default_labels",
+__all__ = ["CertLog", "Certificate", "FORMATS", "SCHEMA", "SCHEMA_VERSION", "abstain_rate", "accuracy",
+           "acr_difference", "acr_standard_error", "as_log",
+           "average_certified_radius", "certificate", "certified_accuracy", "certified_accuracy_curve",
+           "check_comparable", "default_labels",
            "default_radii", "envelope", "envelope_curve", "format_radius", "format_table", "latex_escape", "load_log",
            "mean_samples", "mean_time", "parse_radii", "parse_time", "read_meta", "summarize"]

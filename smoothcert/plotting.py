@@ -2,7 +2,9 @@
 
 Each curve is the exact step function CA(r) = #{correct and radius >= r} / n of a certify log
 (Cohen et al., 2019, Fig. 6 style), drawn from ``smoothcert.analysis.certified_accuracy_curve``;
-the optional envelope is the best over the logs at each radius.
+the optional envelope is the best over the logs at each radius (refused across logs of different
+norms or inputs unless ``allow_mixed``). Every legend entry names its log's certificate (noise,
+norm, bound: ``smoothcert.analysis.certificate``); the x axis names the norm the curves share.
 """
 from __future__ import annotations
 
@@ -18,12 +20,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from .analysis import LogLike, as_log, certified_accuracy_curve, default_labels, envelope_curve  # noqa: E402
+from .analysis import (LogLike, as_log, certificate, certified_accuracy_curve, default_labels,  # noqa: E402
+                       envelope_curve)
 from .logs import atomic_write_bytes  # noqa: E402
 from .validation import ArgumentError, check_output  # noqa: E402
 
 FIGURE_FORMATS = ("png", "pdf", "svg")
-X_LABEL = "radius ([0,1] pixel scale; L2 unless the legend says L1 or LINF)"
+X_LABEL = "{norm} radius ([0,1] pixel scale)"  # the norm the curves share; MIXED_X_LABEL where they differ
+MIXED_X_LABEL = "radius ([0,1] pixel scale; in the norm each legend entry names)"
 Y_LABEL = "certified accuracy (%)"
 ENVELOPE_LABEL = "envelope (best of the above)"
 
@@ -38,11 +42,14 @@ def _steps(radii: np.ndarray, values: np.ndarray, max_radius: float) -> tuple[np
 
 
 def certified_accuracy_figure(logs: Sequence[LogLike], labels: Sequence[str] | None = None, envelope: bool = False,
-                              max_radius: float | None = None, title: str | None = None) -> Figure:
-    """The figure of certified accuracy (%) vs L2 radius, one curve per certify log (legend from
-    ``labels``, default ``default_labels``), optionally the envelope (best over the logs), the x
-    axis up to ``max_radius`` (default: 5% past the largest certified radius). The caller owns
-    the figure (``plt.close`` it)."""
+                              max_radius: float | None = None, title: str | None = None,
+                              allow_mixed: bool = False) -> Figure:
+    """The figure of certified accuracy (%) vs radius, one curve per certify log (legend from
+    ``labels``, default ``default_labels``, each followed by the log's certificate in
+    parentheses), optionally the envelope (best over the logs; ArgumentError naming
+    ``allow_mixed`` across norms or inputs unless ``allow_mixed``), the x axis up to
+    ``max_radius`` (default: 5% past the largest certified radius). The caller owns the figure
+    (``plt.close`` it)."""
     logs = [as_log(x) for x in logs]
     if not logs:
         raise ValueError("logs must name at least one certify log")
@@ -53,6 +60,10 @@ def certified_accuracy_figure(logs: Sequence[LogLike], labels: Sequence[str] | N
         labels = default_labels(logs)
     elif len(labels) != len(logs):
         raise ValueError(f"labels: got {len(labels)} for {len(logs)} logs")
+    certs = [certificate(x) for x in logs]
+    labels = [f"{label} ({c.text})" for label, c in zip(labels, certs)]
+    norms = {c.norm for c in certs}
+    env = envelope_curve(logs, allow_mixed) if envelope else None  # refused before anything is drawn
     curves = [certified_accuracy_curve(x) for x in logs]
     if max_radius is None:
         top = max(float(r[-1]) for r, _ in curves)
@@ -65,14 +76,14 @@ def certified_accuracy_figure(logs: Sequence[LogLike], labels: Sequence[str] | N
     for k, ((r, v), label) in enumerate(zip(curves, labels)):
         x, y = _steps(r, v, max_radius)
         ax.plot(x, y, drawstyle="steps-pre", lw=1.6, color=colors[k % len(colors)], label=label)
-    if envelope:
-        x, y = _steps(*envelope_curve(logs), max_radius)
+    if env is not None:
+        x, y = _steps(*env, max_radius)
         # a wide translucent band under the curves: the best curve at each radius stays visible
         ax.plot(x, y, drawstyle="steps-pre", lw=5.0, color="black", alpha=0.22, solid_capstyle="butt",
                 label=ENVELOPE_LABEL, zorder=1.5)
     ax.set_xlim(0, max_radius)
     ax.set_ylim(0, 100)
-    ax.set_xlabel(X_LABEL)
+    ax.set_xlabel(X_LABEL.format(norm=norms.pop().upper()) if len(norms) == 1 else MIXED_X_LABEL)
     ax.set_ylabel(Y_LABEL)
     ax.grid(True, color="0.88", lw=0.6)
     ax.set_axisbelow(True)
@@ -86,15 +97,15 @@ def certified_accuracy_figure(logs: Sequence[LogLike], labels: Sequence[str] | N
 
 def plot_certified_accuracy(logs: Sequence[LogLike], out: str | os.PathLike, labels: Sequence[str] | None = None,
                             envelope: bool = False, max_radius: float | None = None, title: str | None = None,
-                            dpi: int = 200) -> Path:
-    """Write ``certified_accuracy_figure(logs, labels, envelope, max_radius, title)`` to ``out``
-    (.png at ``dpi``, .pdf or .svg; atomically; nothing clipped). Returns ``out``."""
+                            dpi: int = 200, allow_mixed: bool = False) -> Path:
+    """Write ``certified_accuracy_figure(logs, labels, envelope, max_radius, title, allow_mixed)``
+    to ``out`` (.png at ``dpi``, .pdf or .svg; atomically; nothing clipped). Returns ``out``."""
     out = Path(out)
     fmt = out.suffix.lower().lstrip(".")
     if fmt not in FIGURE_FORMATS:
         raise ArgumentError("out", f"out must end in {', '.join('.' + f for f in FIGURE_FORMATS)}, got {str(out)!r}")
     check_output("out", out)
-    fig = certified_accuracy_figure(logs, labels, envelope, max_radius, title)
+    fig = certified_accuracy_figure(logs, labels, envelope, max_radius, title, allow_mixed)
     buf = io.BytesIO()
     metadata = {"CreationDate": None} if fmt == "pdf" else {"Date": None} if fmt == "svg" else {}
     try:
@@ -105,5 +116,5 @@ def plot_certified_accuracy(logs: Sequence[LogLike], out: str | os.PathLike, lab
     return out
 
 
-__all__ = ["ENVELOPE_LABEL", "FIGURE_FORMATS", "X_LABEL", "Y_LABEL", "certified_accuracy_figure",
+__all__ = ["ENVELOPE_LABEL", "FIGURE_FORMATS", "MIXED_X_LABEL", "X_LABEL", "Y_LABEL", "certified_accuracy_figure",
            "plot_certified_accuracy"]

@@ -11,7 +11,8 @@ import matplotlib.pyplot as plt
 import pytest
 
 from smoothcert.cli import main
-from smoothcert.plotting import ENVELOPE_LABEL, X_LABEL, Y_LABEL, certified_accuracy_figure, plot_certified_accuracy
+from smoothcert.plotting import (ENVELOPE_LABEL, MIXED_X_LABEL, X_LABEL, Y_LABEL, certified_accuracy_figure,
+                                 plot_certified_accuracy)
 
 HEADER = "idx\tlabel\tpredict\tradius\tcorrect\ttime\n"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -46,7 +47,7 @@ def test_plots_whatever_backend_the_environment_names(logs, tmp_path):
 
 
 def test_figure_draws_exact_step_curves(logs):
-    fig = certified_accuracy_figure(logs, envelope=True, max_radius=1.0, title="t")
+    fig = certified_accuracy_figure(logs, envelope=True, max_radius=1.0, title="t", allow_mixed=True)  # 5 vs 4 idx
     try:
         ax = fig.axes[0]
         a_line, b_line, env_line = ax.lines
@@ -61,8 +62,10 @@ def test_figure_draws_exact_step_curves(logs):
         assert env_line.get_xdata().tolist() == [0.0, 0.2, 0.3, 0.4, 0.5, 0.8, 0.9, 1.0]
         assert env_line.get_ydata().tolist() == pytest.approx([75.0, 75.0, 60.0, 50.0, 40.0, 25.0, 25.0, 0.0])
         labels = [t.get_text() for t in ax.get_legend().get_texts()]
-        assert labels == ["a", "maxup-gauss m=25 σ=0.5", ENVELOPE_LABEL]  # stem, then from the meta sidecar
-        assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) == (X_LABEL, Y_LABEL, "t")
+        # stem, then from the meta sidecar; each with its certificate (a first-release meta: Gaussian L2 one-sided)
+        assert labels == ["a (L2 assumed, no metadata)", "maxup-gauss m=25 σ=0.5 (gaussian L2 one-sided)",
+                          ENVELOPE_LABEL]
+        assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) == (X_LABEL.format(norm="L2"), Y_LABEL, "t")
         assert ax.get_xlim() == (0.0, 1.0) and ax.get_ylim() == (0.0, 100.0)
     finally:
         plt.close(fig)
@@ -85,7 +88,7 @@ def test_max_radius_cuts_inside_a_step(logs):
 
 
 def test_png_and_pdf_are_written(logs, tmp_path):
-    png = plot_certified_accuracy(logs, tmp_path / "f.png", envelope=True)
+    png = plot_certified_accuracy(logs, tmp_path / "f.png", envelope=True, allow_mixed=True)
     data = png.read_bytes()
     assert data[:8] == PNG_SIGNATURE
     img = matplotlib.image.imread(png)
@@ -113,7 +116,7 @@ def test_plot_errors(logs, tmp_path):
 def test_cli_plot(logs, runner, tmp_path):
     out = tmp_path / "fig.png"
     r = runner.invoke(main, ["plot", *map(str, logs), "--out", str(out), "--envelope", "--max-radius", "1.5",
-                             "--label", "A", "--label", "B", "--title", "digits"])
+                             "--label", "A", "--label", "B", "--title", "digits", "--mixed"])
     assert r.exit_code == 0, r.output
     assert out.read_bytes()[:8] == PNG_SIGNATURE
 
@@ -138,3 +141,54 @@ def test_cli_plot_bad_input_exits_2_with_one_line(logs, runner, tmp_path, args, 
     errors = [line for line in r.output.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and needle in errors[0] and "Traceback" not in r.output
     assert not list(tmp_path.glob("f.*"))
+
+
+def _certified(tmp_path, name, rows=None, **run):
+    """A certify log of a gauss-trained model whose meta records ``run`` as the certify runner does."""
+    path = tmp_path / f"{name}.tsv"
+    path.write_text(rows or HEADER + "0\t3\t3\t0.8\t1\t1\n1\t1\t1\t0.3\t1\t1\n2\t7\t7\t0.1\t0\t1\n")
+    settings = {"sigma": 0.25, "N": 10000, "noise": "gaussian", "norm": "l2", "bound": "one-sided", **run}
+    config = {"method": "gauss", "method_params": {"sigma": 0.25}, "sigma": 0.25}
+    Path(str(path) + ".meta.json").write_text(json.dumps({"config": config, "certify": settings}))
+    return path
+
+
+def test_legend_names_each_certificate_and_the_envelope_needs_one_norm_and_input_set(tmp_path):
+    """The envelope took the best of L2, L1 and Linf radii, and a Laplace certification of a
+    gauss-trained model was labelled 'gauss L1' without its noise."""
+    l2, l1 = _certified(tmp_path, "l2"), _certified(tmp_path, "l1", noise="laplace", norm="l1")
+    linf = _certified(tmp_path, "linf", norm="linf")
+    fewer = _certified(tmp_path, "fewer", HEADER + "0\t3\t3\t0.8\t1\t1\n")
+    for other, needle in ((l1, "different norms"), (linf, "different norms"), (fewer, "different inputs")):
+        with pytest.raises(ValueError, match=needle) as e:
+            certified_accuracy_figure([l2, other], envelope=True)
+        assert e.value.arg == "allow_mixed"
+    fig = certified_accuracy_figure([l2, l1])  # curves of different norms, no envelope: drawn, each named
+    try:
+        ax = fig.axes[0]
+        texts = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert texts == ["gauss gaussian L2 σ=0.25 (gaussian L2 one-sided)",
+                         "gauss laplace L1 σ=0.25 (laplace L1 one-sided)"]
+        assert ax.get_xlabel() == MIXED_X_LABEL
+    finally:
+        plt.close(fig)
+    fig = certified_accuracy_figure([l1], labels=["mine"], envelope=True)
+    try:
+        ax = fig.axes[0]
+        assert [t.get_text() for t in ax.get_legend().get_texts()][0] == "mine (laplace L1 one-sided)"
+        assert ax.get_xlabel() == X_LABEL.format(norm="L1")
+    finally:
+        plt.close(fig)
+    fig = certified_accuracy_figure([l2, l1], envelope=True, allow_mixed=True)
+    plt.close(fig)
+
+
+def test_cli_plot_refuses_a_mixed_envelope_unless_mixed(runner, tmp_path):
+    l2, l1 = _certified(tmp_path, "l2"), _certified(tmp_path, "l1", noise="laplace", norm="l1")
+    out = tmp_path / "f.png"
+    r = runner.invoke(main, ["plot", str(l2), str(l1), "--envelope", "--out", str(out)])
+    errors = [line for line in r.output.splitlines() if line.startswith("Error:")]
+    assert r.exit_code == 2 and len(errors) == 1 and "--mixed" in errors[0] and not out.exists()
+    r = runner.invoke(main, ["plot", str(l2), str(l1), "--envelope", "--mixed", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert out.read_bytes()[:8] == PNG_SIGNATURE

@@ -38,7 +38,12 @@ def _check_labels(labels: tuple[str, ...], logs: tuple[Path, ...]) -> list[str] 
 _logs_argument = click.argument("logs", nargs=-1, required=True, type=click.Path(path_type=Path))
 _label_option = click.option("--label", "labels", multiple=True,
                              help="Legend/row label, once per log in order (default: from LOG.tsv.meta.json: "
-                                  "method, distinguishing params, sigma; else the file name).")
+                                  "method, distinguishing params, sigma; else the file name). Each row or curve "
+                                  "also names its certificate (noise, norm, bound) from the meta.")
+_mixed_option = click.option("--mixed", "allow_mixed", is_flag=True,
+                             help="Allow the envelope and the best cells across logs of different norms or of "
+                                  "different inputs (sets of idx), refused otherwise. A log without meta is read "
+                                  "as L2.")
 
 
 @main.command()
@@ -52,14 +57,17 @@ _label_option = click.option("--label", "labels", multiple=True,
               help="Table format (default: from the --out suffix .md/.tex/.json/.csv; md when printing).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the table here (atomically) instead of printing it.")
+@_mixed_option
 @user_errors
 def analyze(logs: tuple[Path, ...], radii: str | None, labels: tuple[str, ...], envelope: bool, fmt: str | None,
-            out: Path | None) -> None:
+            out: Path | None, allow_mixed: bool) -> None:
     """Compare certify / predict / attack logs: accuracy, abstain rate, ACR and certified
-    accuracy at radii (Cohen et al., 2019), best of each column marked.
+    accuracy at radii (Cohen et al., 2019), best of each column marked, each row's certificate
+    (noise, norm, bound) named.
 
-    Logs written by the reference code (locuslab/smoothing) are read too. A log without a
-    radius column shows its plain accuracy; its certified accuracy at r > 0 is '-'.
+    Logs written by the reference code (locuslab/smoothing) are read too (as L2, noise and
+    bound unknown). A log without a radius column shows its plain accuracy; its certified
+    accuracy at r > 0 is '-'. Logs of different norms or inputs are compared only with --mixed.
     """
     if out is not None:
         check_output("out", out)
@@ -69,7 +77,7 @@ def analyze(logs: tuple[Path, ...], radii: str | None, labels: tuple[str, ...], 
         grid = None if radii is None else parse_radii(radii)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--radii") from None
-    table = format_table(summarize([load_log(p) for p in logs], grid, names, envelope), fmt)
+    table = format_table(summarize([load_log(p) for p in logs], grid, names, envelope, allow_mixed), fmt)
     if out is None:
         click.echo(table, nl=False)
     else:
@@ -85,14 +93,18 @@ def analyze(logs: tuple[Path, ...], radii: str | None, labels: tuple[str, ...], 
 @_label_option
 @click.option("--envelope", is_flag=True, help="Also draw the best over the logs at each radius.")
 @click.option("--title", default=None, help="Figure title.")
+@_mixed_option
 @user_errors
 def plot(logs: tuple[Path, ...], out: Path, max_radius: float | None, labels: tuple[str, ...], envelope: bool,
-         title: str | None) -> None:
-    """Plot certified accuracy vs L2 radius for certify logs (one curve a log)."""
+         title: str | None, allow_mixed: bool) -> None:
+    """Plot certified accuracy vs radius for certify logs (one curve a log, its legend entry
+    naming its certificate: noise, norm, bound). The envelope over logs of different norms or
+    inputs is drawn only with --mixed."""
     from ..plotting import plot_certified_accuracy
 
     check_output("out", out)
     if max_radius is not None:
         check_float("max_radius", max_radius, 0.0, lo_open=True)
     names = _check_labels(labels, logs)
-    plot_certified_accuracy([load_log(p) for p in logs], out, names, envelope, max_radius, title)
+    plot_certified_accuracy([load_log(p) for p in logs], out, names, envelope, max_radius, title,
+                            allow_mixed=allow_mixed)
