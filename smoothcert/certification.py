@@ -21,7 +21,7 @@ lock, resume, metadata, settings check, seed and torchrun split. Here:
 """
 from __future__ import annotations
 
-import json
+import inspect
 import os
 from dataclasses import replace
 from typing import Any, Sequence
@@ -30,7 +30,7 @@ import torch
 
 from .data import ImageDataset
 from .logs import CERTIFY_COLUMNS, PREDICT_COLUMNS, floor_decimal, read_rows
-from .runner import RunReport, Selection, meta_path, run_logged
+from .runner import RunReport, Selection, read_meta, run_logged
 from .runs import model_fingerprint, provenance
 from .sequential import check_radii
 from .smoothing import Smooth
@@ -46,6 +46,23 @@ def _check_sampling(alpha: float, **counts: int) -> None:
     for name, v in counts.items():
         check_int(name, v, 1)
     check_alpha(alpha)
+
+
+def _check_call(method: Any, options: dict[str, Any], what: str, selection: Any, meta: Any) -> None:
+    """Fail before any file is touched: every option must be a keyword ``method`` (the Smooth
+    call each batch makes) takes, ``selection`` a Selection, ``meta`` None or a dict (the seed
+    is checked by the runner, also before any file). ArgumentError naming the argument."""
+    params = inspect.signature(method).parameters.values()
+    accepted = [p.name for p in params if p.kind is p.KEYWORD_ONLY]
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params)
+    for name in options:
+        if name not in accepted and not takes_any:
+            raise ArgumentError(name, f"{name}: not an option of {what} (its options: "
+                                      f"{', '.join(accepted) or 'none'})")
+    if not isinstance(selection, Selection):
+        raise ArgumentError("selection", f"selection must be a Selection, got {type(selection).__name__}")
+    if meta is not None and not isinstance(meta, dict):
+        raise ArgumentError("meta", f"meta must be a dict of metadata fields, got {type(meta).__name__}")
 
 
 def _describe(smooth: Smooth, meta: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -95,6 +112,8 @@ def certify_dataset(
     samples drawn) and the report counts the samples actually drawn."""
     _check_sampling(n0=n0, n=n, batch_size=batch_size, alpha=alpha)
     pack = check_int("pack", pack, 1)
+    _check_call(smooth.certify_sequential_batch if sequential else smooth.certify_batch, options,
+                "sequential certify" if sequential else "certify", selection, meta)
     if not sequential:
         for name, value in (("radii", radii), ("tol", tol)):
             if value is not None:
@@ -152,6 +171,7 @@ def predict_dataset(
     correct time``); otherwise as ``certify_dataset``."""
     _check_sampling(n=n, batch_size=batch_size, alpha=alpha)
     pack = check_int("pack", pack, 1)
+    _check_call(smooth.predict_batch, options, "predict", selection, meta)  # before any file is touched
     source, settings, recorded = _describe(smooth, meta)
     settings.update({"N": n, "alpha": alpha, "pack": pack, **options})
 
@@ -169,7 +189,7 @@ def run_summary(report: RunReport) -> str:
     """One line about a certify or predict log after a run: inputs, certified accuracy at r = 0
     (accuracy for predict), ACR (mean over inputs of radius x correct), abstentions, this call's
     samples/s and the log path."""
-    meta = json.loads(meta_path(report.path).read_text())
+    meta = read_meta(report.path)
     columns = tuple(meta["columns"])
     rows = read_rows(report.path, columns)
     h = {c: k for k, c in enumerate(columns)}

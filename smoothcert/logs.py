@@ -4,8 +4,9 @@
   ``os.replace``. A crash leaves either the old file or the new one, never a torn one.
 * Checkpoints load with ``torch.load(weights_only=True)``: a checkpoint can never run code.
 * ``TSVLog`` appends one flushed line per record; reopening an existing log checks its header,
-  drops a torn last line (a run killed mid-write), refuses a malformed line anywhere else
-  (naming its line) and reports which indices are already done.
+  drops a torn last line (a run killed mid-write), refuses a malformed line anywhere else (a
+  wrong number of fields, a value not of its column's type, an idx seen before; naming the file
+  and line) and reports which indices are already done.
 * ``LogLock``: an exclusive ``fcntl.flock`` for the writer of a log; a second writer is refused
   with the holder's pid.
 * ``floor_decimal``: radii are logged rounded DOWN, never up.
@@ -33,6 +34,12 @@ from .validation import ArgumentError
 
 CERTIFY_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
 PREDICT_COLUMNS = ("idx", "label", "predict", "correct", "time")
+# The type of each column of the logged runner's logs (certify, predict, attack, certificate check),
+# by name: reopening a log checks every value of these columns (``read_rows``); others are not checked.
+COLUMN_TYPES: dict[str, type] = {
+    "idx": int, "label": int, "predict": int, "correct": int, "radius": float, "time": float, "n_used": int,
+    "clean_predict": int, "delta_norm": float, "certified": int, "eps": float, "violation": int,
+}
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -177,8 +184,30 @@ def check_output_file(path: Path, arg: str = "out") -> None:
 def read_rows(path: Path, columns: Sequence[str], kind: str = "smoothcert", arg: str = "out",
               repair: bool = False) -> list[list[str]]:
     """The well-formed rows of a log with header ``columns``. A torn last line (no final
-    newline) is ignored, and cut off the file with ``repair``; any other line with the wrong
-    number of fields or a non-integer first field is an ArgumentError naming its line number."""
+    newline: a run killed mid-write) is ignored, and cut off the file with ``repair``. Every
+    other line is checked, the whole file before any row is returned: one with the wrong number
+    of fields, a non-integer first field, a value not of its column's type (``COLUMN_TYPES``:
+    an integer, or a finite number) or -- in a log whose first column is ``idx`` -- an idx an
+    earlier line holds, is an ArgumentError naming the file and its line number."""
+    return [cells for _, cells in numbered_rows(path, columns, kind, arg, repair)]
+
+
+def _bad_value(column: str, cell: str) -> str | None:
+    """Why ``cell`` cannot be a value of ``column`` (``COLUMN_TYPES``); None if it can."""
+    kind = COLUMN_TYPES.get(column)
+    try:
+        if kind is int:
+            int(cell)
+        elif kind is float and not math.isfinite(float(cell)):
+            return f"{column} {cell[:20]!r} is not a finite number"
+    except ValueError:
+        return f"{column} {cell[:20]!r} is not {'an integer' if kind is int else 'a number'}"
+    return None
+
+
+def numbered_rows(path: Path, columns: Sequence[str], kind: str = "smoothcert", arg: str = "out",
+                  repair: bool = False) -> list[tuple[int, list[str]]]:
+    """``read_rows`` with the line number of each row: ``[(line, fields), ...]``."""
     header = "\t".join(columns)
     raw = path.read_bytes()
     text = raw.decode("utf-8", errors="replace")
@@ -191,22 +220,32 @@ def read_rows(path: Path, columns: Sequence[str], kind: str = "smoothcert", arg:
             f.truncate(raw.rfind(b"\n") + 1)
             if raw.rfind(b"\n") < 0:  # even the header was torn
                 f.write((header + "\n").encode())
-    rows = []
+    rows: list[tuple[int, list[str]]] = []
+    line_of: dict[int, int] = {}  # idx -> the line that holds it
+    unique = bool(columns) and columns[0] == "idx"
     for k, line in enumerate(lines[1:-1], start=2):  # lines[-1] is '' or a torn line
         line = line.rstrip("\r")
         if not line.strip():
             continue
         cells = line.split("\t")
-        ok = len(cells) == len(columns)
-        if ok:
+        why = None if len(cells) == len(columns) else f"{len(cells)} fields, expected {len(columns)}"
+        if why is None:
             try:
                 int(cells[0])
             except ValueError:
-                ok = False
-        if not ok:
-            raise ArgumentError(arg, f"{arg}: {str(path)!r} line {k} is malformed ({len(cells)} fields, expected "
-                                     f"{len(columns)}): {line[:60]!r}; only a torn last line is repaired")
-        rows.append(cells)
+                why = f"first field {cells[0][:20]!r} is not an integer"
+        for column, cell in zip(columns, cells):
+            why = why or _bad_value(column, cell)
+        if why is not None:
+            raise ArgumentError(arg, f"{arg}: {str(path)!r} line {k} is malformed ({why}): {line[:60]!r}; only a "
+                                     "torn last line is repaired")
+        if unique:
+            i = int(cells[0])
+            if i in line_of:
+                raise ArgumentError(arg, f"{arg}: {str(path)!r} line {k} repeats idx {i} of line {line_of[i]}; a log "
+                                         "holds each input once (remove one of the two lines or choose another file)")
+            line_of[i] = k
+        rows.append((k, cells))
     return rows
 
 
@@ -247,9 +286,14 @@ class LogLock:
             if same:
                 break
             os.close(fd)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
+        try:
+            with writing(self.path, self.arg):  # a full disk: one line naming the lock file ...
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OutputError:
+            self.release()  # ... and the lock is not kept
+            raise
         return self
 
     def release(self) -> None:

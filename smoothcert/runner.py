@@ -6,16 +6,21 @@ It owns, for a TSV log ``out`` (one flushed row per input: ``idx label ... time`
 * **The lock.** An exclusive ``fcntl.flock`` on ``<out>.lock`` for the whole run (``LogLock``):
   a second writer is refused with an ArgumentError naming the holder's pid. Under torchrun rank
   0 holds it, and the other ranks start only once it is held.
-* **Resume.** Rows already in ``out`` are skipped; a torn last line is dropped; a malformed line
-  elsewhere is an error naming its line. Work goes in batches (``per_batch`` inputs, e.g. the
-  ``pack`` of certify); a batch cut short by a kill is recomputed whole and only its missing
-  rows are written, so nothing is duplicated or lost.
+* **Resume.** Rows already in ``out`` are skipped; a torn last line (no newline: a kill) is
+  dropped. The whole log is checked before any work: a line with a wrong number of fields or a
+  value not of its column's type, a repeated idx, or an idx outside this run's selection is an
+  error naming the file and line (``logs.read_rows``). Work goes in batches (``per_batch``
+  inputs, e.g. the ``pack`` of certify); a batch cut short by a kill is recomputed whole and
+  only its missing rows are written, so nothing is duplicated or lost.
 * **The metadata** ``<out>.meta.json``, written by the library (so a Python call leaves what
   ``smoothcert analyze`` and ``check-certificates`` read): the caller's provenance (model path,
   training config), ``kind``, ``columns``, ``dataset``/``split``, the settings under the key
   ``key`` (e.g. ``"certify": {"sigma": ..., "N0": ..., "N": ...}``), ``seed`` and ``selection``.
 * **The settings check.** A resume whose settings differ from the recorded ones (any key both
   record), or whose dataset or split differs, is refused with one line naming the setting.
+  So is another ``skip`` (the selection: a log never mixes two); a larger ``max_count`` extends
+  the log, one that would leave logged rows out is refused. A corrupt ``<out>.meta.json`` is
+  one line naming it (``read_meta``).
   Settings in ``recorded`` (batch sizes, AMP: speed, not meaning) are written but not checked.
 * **The seed.** ``seed=None`` on a fresh log means 0 (the default everywhere, as the CLI's
   ``--seed``: reruns are identical); a resume reuses the recorded seed, so every row of a log
@@ -28,6 +33,10 @@ It owns, for a TSV log ``out`` (one flushed row per input: ``idx label ... time`
   an error in ``step``) stops its shard and reports the error where the merge would be, so every
   rank raises it instead of waiting for a merge that cannot come. Shards left by a failed or killed torchrun run are merged into
   ``out`` at the start of the next run.
+* **Errors while writing** (a full disk) are one line naming the file (``logs.OutputError``);
+  the lock is freed on every path out, and the rows written so far resume exactly.
+* **Progress** (``progress=True``): ``progress.Progress``, a bar on a terminal, else a line at
+  most every ``progress.INTERVAL`` seconds.
 """
 from __future__ import annotations
 
@@ -40,9 +49,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
-from .logs import LogLock, TSVLog, atomic_write_bytes, atomic_write_json, check_output_file, read_rows
+from .logs import (LogLock, TSVLog, atomic_write_bytes, atomic_write_json, check_output_file, numbered_rows,
+                   read_rows)
+from .progress import Progress
 from .processes import ProcessGroup
 from .seeding import SEED_STRIDE, check_seed, derive_seed
 from .validation import ArgumentError, check_int
@@ -100,6 +110,21 @@ class RunReport:
 def meta_path(out: str | os.PathLike) -> Path:
     """The metadata file of the log ``out``."""
     return Path(str(out) + ".meta.json")
+
+
+def read_meta(out: str | os.PathLike, arg: str = "out") -> dict[str, Any]:
+    """The metadata of the log ``out`` (``meta_path``); ArgumentError naming ``arg`` and the file,
+    in one line, if it is not valid JSON or not a JSON object."""
+    mp = meta_path(out)
+    try:
+        meta = json.loads(mp.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        where = f" (line {e.lineno} column {e.colno}: {e.msg})" if isinstance(e, json.JSONDecodeError) else ""
+        raise ArgumentError(arg, f"{arg}: {str(mp)!r} is not valid JSON{where}; restore it or choose another "
+                                 "file") from None
+    if not isinstance(meta, dict):
+        raise ArgumentError(arg, f"{arg}: {str(mp)!r} is not a JSON object; restore it or choose another file")
+    return meta
 
 
 def _plain(obj: Any) -> Any:
@@ -195,6 +220,37 @@ def _raise_payload(payload: tuple[str, str, str]) -> None:
     raise ValueError(msg) if name == "ValueError" else RuntimeError(f"{name}: {msg}")
 
 
+def _count(max_count: Any) -> str:
+    return "all" if max_count == -1 else str(max_count)
+
+
+def _check_selection(out: Path, old: dict[str, Any], selection: Selection | None, done: set[int],
+                     indices: Sequence[int], columns: Sequence[str], kind: str) -> None:
+    """ArgumentError unless the rows already in ``out`` (their idx: ``done``) belong to this run's
+    selection, so that a log never mixes two selections and its metadata describes all its rows:
+    the recorded ``skip`` must be this run's, and every idx must be among ``indices`` (a larger
+    ``max_count`` extends the log; one that would leave logged rows out is refused naming
+    ``max_count``). One line naming the flag's argument, the file, the line and both values."""
+    recorded = old.get("selection") if isinstance(old.get("selection"), dict) else {}
+    if selection is not None and "skip" in recorded and recorded["skip"] != selection.skip:
+        raise ArgumentError("skip", f"skip: {str(out)!r} holds rows selected with skip={recorded['skip']}, this run "
+                                    f"has skip={selection.skip}; resume with the same selection or choose another "
+                                    "file")
+    wanted = set(indices)
+    if done <= wanted:
+        return
+    line, i = min((k, int(cells[0])) for k, cells in numbered_rows(out, columns, kind) if int(cells[0]) not in wanted)
+    was = recorded.get("max")
+    if selection is not None and was is not None and was != selection.max_count:
+        raise ArgumentError("max_count", f"max_count: {str(out)!r} line {line} holds idx {i}, which this run's "
+                                         f"selection leaves out (the log was made with max={_count(was)}, this run "
+                                         f"has max={_count(selection.max_count)}); resume with the same or a larger "
+                                         "max, or choose another file")
+    raise ArgumentError("out", f"out: {str(out)!r} line {line} holds idx {i}, which is not one of this run's "
+                               f"{len(indices)} selected inputs; resume with the selection that made the log or "
+                               "choose another file")
+
+
 def run_logged(dataset: Any, out: str | os.PathLike, columns: Sequence[str], *, kind: str, key: str,
                indices: list[int], per_batch: int, step: Step, device: torch.device, seed: int | None,
                settings: dict[str, Any], recorded: dict[str, Any] | None = None, meta: dict[str, Any] | None = None,
@@ -209,6 +265,8 @@ def run_logged(dataset: Any, out: str | os.PathLike, columns: Sequence[str], *, 
     out = Path(out)
     check_output_file(out)
     per_batch = check_int("per_batch", per_batch, 1)
+    if seed is not None:  # every argument is checked before a file is touched
+        seed = check_seed(seed)
     settings = _plain(settings)
     identity = _plain({"dataset": getattr(dataset, "name", None) or None,
                        "split": getattr(dataset, "split", None)})
@@ -228,12 +286,13 @@ def run_logged(dataset: Any, out: str | os.PathLike, columns: Sequence[str], *, 
                     _merge(out, columns, kind, leftovers)
                     log = TSVLog(out, columns, kind=kind)
                 mp = meta_path(out)
-                old = json.loads(mp.read_text()) if mp.is_file() else None
+                old = read_meta(out) if log.done and mp.is_file() else None
                 if log.done and old is None:
                     raise ArgumentError("out", f"out: {str(out)!r} holds rows but no {mp.name} to check the settings "
                                                "against; choose another file")
-                if log.done:
+                if log.done:  # the whole log is checked (TSVLog) before any work: settings, then selection
                     seed = check_resume(out, old, key, settings, identity, seed, names)
+                    _check_selection(out, old, selection, log.done, indices, columns, kind)
                 seed = 0 if seed is None else check_seed(seed)
                 sel = selection or Selection()
                 atomic_write_json(_plain({**(meta or {}), "kind": key, "columns": list(columns), **identity,
@@ -263,8 +322,8 @@ def run_logged(dataset: Any, out: str | os.PathLike, columns: Sequence[str], *, 
         written, work = 0, 0.0
         failure: Exception | None = None
         try:
-            with tqdm(total=sum(map(len, batches)), disable=not progress, unit="input", dynamic_ncols=True,
-                      desc=out.name) as bar:
+            with Progress(sum(map(len, batches)), out.name if ranks.world == 1 else f"{out.name} rank {ranks.rank}",
+                          "input", enabled=progress) as bar:
                 for b in batches:
                     xs = torch.stack([dataset[i][0] for i in b]).to(device)
                     ys = torch.tensor([int(dataset[i][1]) for i in b], device=device)
@@ -284,9 +343,8 @@ def run_logged(dataset: Any, out: str | os.PathLike, columns: Sequence[str], *, 
                             cut = len(tail) - trailing
                             log.write([i, y, *tail[:cut], round(dt / len(b), 4), *tail[cut:]])
                             written += 1
-                    bar.update(len(b))
-                    if samples_per_input:
-                        bar.set_postfix_str(f"{samples_per_input * len(b) / max(dt, 1e-9):,.0f} samples/s")
+                    bar.update(len(b), f"{samples_per_input * len(b) / max(dt, 1e-9):,.0f} samples/s"
+                               if samples_per_input else None)
         except Exception as e:  # noqa: BLE001  (under torchrun every rank learns of it, none waits forever)
             if ranks.world == 1:
                 raise
@@ -308,13 +366,17 @@ def run_logged(dataset: Any, out: str | os.PathLike, columns: Sequence[str], *, 
             ranks.barrier()
         rows = len(read_rows(out, columns, kind)) if ranks.rank == 0 else 0
         return RunReport(out, rows, written, work, written * samples_per_input, ranks.rank)
-    finally:
-        if log is not None:
-            log.close()
-        if lock is not None:
-            lock.release()
-        ranks.close()
+    finally:  # each step runs even if one before it fails (a full disk): the lock is always freed
+        try:
+            if log is not None:
+                log.close()
+        finally:
+            try:
+                if lock is not None:
+                    lock.release()
+            finally:
+                ranks.close()
 
 
 __all__ = ["RunReport", "SEED_STRIDE", "Selection", "Step", "check_resume", "derived_seed", "meta_path",
-           "run_logged"]
+           "read_meta", "run_logged"]

@@ -2,7 +2,6 @@
 ``smoothcert.certification.certify_dataset`` / ``predict_dataset``."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -149,7 +148,7 @@ def certify(model: Path, dataset: str | None, data_root: str | None, split: str,
     norm, bound = smooth.check_options(norm, bound)  # --norm/--bound for this noise, before the log is created
     report = certify_dataset(smooth, ds, out, n0=n0, n=n, alpha=alpha, batch_size=_noise_block(batch),
                              selection=selection(skip, max_count), seed=seed, pack=pack,
-                             progress=not quiet and sys.stderr.isatty(), norm=norm, bound=bound,
+                             progress=not quiet, norm=norm, bound=bound,
                              sequential=sequential, radii=radii, tol=tol)
     if not quiet and report.rank == 0:
         click.echo(run_summary(report))
@@ -172,6 +171,6 @@ def predict(model: Path, dataset: str | None, data_root: str | None, split: str,
                           compile_model, out)
     report = predict_dataset(smooth, ds, out, n=n, alpha=alpha, batch_size=_noise_block(batch),
                              selection=selection(skip, max_count), seed=seed, pack=pack,
-                             progress=not quiet and sys.stderr.isatty())
+                             progress=not quiet)
     if not quiet and report.rank == 0:
         click.echo(run_summary(report))
