@@ -49,6 +49,12 @@ TRAIN_COLUMNS = ("epoch", "seconds", "lr", "train_loss", "train_acc", "test_acc_
 RESUME_MAY_CHANGE = ("epochs", "data_root", "smoothcert_version", "channels_last")
 
 
+# What a method computes in ``Method.setup`` before the first epoch (CAT-RS's smoothed confidences) may be
+# kept in the run directory as ``NAME.cache.pt``: each holds the key it was computed from and is checked
+# against it when read, so it is not run content (a fresh run may start beside it and reuse it).
+CACHE_SUFFIX = ".cache.pt"
+
+
 def _bad(key: str, where: str, what: str) -> ArgumentError:
     return ArgumentError("model", f"model: {where}: {key} {what}")
 
@@ -203,11 +209,12 @@ class RunDir:
 
     def contents(self) -> list[str]:
         """The names in the folder (sorted, a folder's with a trailing ``/``), temp files of
-        killed atomic writes left out; [] for an absent folder."""
+        killed atomic writes and method caches (``*{CACHE_SUFFIX}``, see ``CACHE_SUFFIX``) left
+        out; [] for an absent folder."""
         if not self.path.is_dir():
             return []
         return sorted(p.name + ("/" if p.is_dir() else "") for p in self.path.iterdir()
-                      if not self._is_temporary(p.name))
+                      if not self._is_temporary(p.name) and not (p.is_file() and p.name.endswith(CACHE_SUFFIX)))
 
     def resume_point(self, config: dict[str, Any], resume: bool, map_location: str | torch.device = "cpu",
                      overwrite: bool = False) -> dict[str, Any] | None:

@@ -385,11 +385,15 @@ def test_train_cli_hyperparameter_errors_are_one_line(runner, tmp_path, args, me
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
 
 
-def test_methods_command_lists_the_hyperparameters(runner):
+def test_methods_command_lists_the_hyperparameters(runner, tmp_path):
     r = runner.invoke(main, ["methods", "macer"])
     assert r.exit_code == 0 and "-p gamma=VALUE" in r.output and "default 8.0" in r.output
-    r = runner.invoke(main, ["methods"])
+    r = runner.invoke(main, ["methods", "--out", str(tmp_path / "m.json")])
     assert all(m in r.output for m in NEW)
+    import json
+
+    listing = json.loads((tmp_path / "m.json").read_text())
+    assert listing["catrs"]["prior"]["required"] and listing["macer"]["beta"]["default"] == 16.0
 
 
 @pytest.mark.slow
@@ -407,3 +411,16 @@ def test_catrs_trains_from_the_cli_with_a_gauss_prior_and_resumes(runner, tmp_pa
                              "--max-test-samples", "32", "--batch-size", "32", "--resume"])
     assert r.exit_code == 0, r.output
     assert len((tmp_path / "c" / "train_log.tsv").read_text().splitlines()) == 3
+
+
+def test_a_method_cache_is_not_run_content_so_a_fresh_run_may_start_beside_it(tmp_path):
+    from smoothcert.methods.catrs import PRIOR_NAME
+    from smoothcert.rundir import CACHE_SUFFIX, RunDir
+
+    assert PRIOR_NAME.endswith(CACHE_SUFFIX)
+    (tmp_path / PRIOR_NAME).write_bytes(b"x")
+    assert RunDir(tmp_path).contents() == []
+    assert RunDir(tmp_path).resume_point({}, resume=False) is None  # starts afresh, the cache kept
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ArgumentError, match="notes.txt"):
+        RunDir(tmp_path).resume_point({}, resume=False)

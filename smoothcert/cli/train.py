@@ -173,13 +173,24 @@ def train(out_dir: Path | None, out: Path | None, dataset: str, data_root: str |
 
 @main.command("methods")
 @click.argument("name", required=False)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the listing as JSON: {method: {hyperparameter: {type, default, required}}}.")
 @user_errors
-def methods(name: str | None) -> None:
+def methods(name: str | None, out: Path | None) -> None:
     """List the training methods, or the hyperparameters of method NAME (for -p NAME=VALUE)."""
+    import json
+
+    from ..logs import atomic_write_bytes
+
+    listing: dict[str, Any] = {}
     for n in [name] if name else METHODS.names():
         doc = (METHODS.get(n).__doc__ or "").strip().splitlines()
         click.echo(f"{n}: {doc[0] if doc else ''}")
+        listing[n] = {hp.name: {"type": hp.annotation, "required": hp.required,
+                                "default": None if hp.required else hp.default} for hp in hyperparameters(n)}
         if name:
             for hp in hyperparameters(n):
                 default = "required" if hp.required else f"default {hp.default!r}"
                 click.echo(f"  -p {hp.name}=VALUE  ({hp.annotation}; {default})")
+    if out is not None:
+        atomic_write_bytes(out, (json.dumps(listing, indent=2, default=repr) + "\n").encode())

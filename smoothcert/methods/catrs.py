@@ -1,7 +1,8 @@
 """CAT-RS: confidence-aware training of smoothed classifiers (Jeong, Kim & Shin, "Confidence-aware
 Training of Smoothed Classifiers for Certified Robustness", AAAI 2023, Sec. 3, Eq. 4-9).
 
-**Before training** (``setup``, once; cached in the run directory as ``catrs_prior.pt``): the
+**Before training** (``setup``, once; cached in the run directory as ``catrs_prior.cache.pt``, keyed
+by the prior model's fingerprint, prior_n, sigma and the number of inputs): the
 smoothed confidence p_b(x) = counts / ``prior_n`` of a pre-trained Gaussian model (``prior``: its
 run directory or checkpoint) for every training input: ``prior_n`` noisy copies at the same sigma,
 the base model's votes counted by ``Smooth.sample_counts`` (the paper uses N = 10 000).
@@ -46,7 +47,7 @@ from . import register_method
 from .base import Method, TrainContext
 from .common import check_number, noisy_copies, per_copy, unwrap
 
-PRIOR_NAME = "catrs_prior.pt"
+PRIOR_NAME = "catrs_prior.cache.pt"  # rundir.CACHE_SUFFIX: a method cache, not run content
 
 
 def smoothed_confidences(model: nn.Module, dataset: Any, num_classes: int, sigma: float, n: int, *,
@@ -132,7 +133,7 @@ class CATRS(Method):
         self.confidences: torch.Tensor | None = None
 
     def setup(self, context: TrainContext) -> None:
-        """p_b for the training inputs: read from ``catrs_prior.pt`` in the run directory when it was
+        """p_b for the training inputs: read from ``PRIOR_NAME`` in the run directory when it was
         made by the same prior model with the same n and sigma, else computed (and saved by the
         writing process)."""
         from ..logs import atomic_torch_save, safe_torch_load
