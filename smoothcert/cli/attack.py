@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -130,7 +129,7 @@ def _run_check(ctx: click.Context, model: Path, log: Path, dataset: str | None, 
                                 num_noise_vec=num_noise_vec, steps=steps, step_size=step_size,
                                 radius_scale=radius_scale, level=level, batch_size=batch,
                                 selection=selection(skip, max_count), seed=seed, meta=meta,
-                                progress=not quiet and sys.stderr.isatty())
+                                progress=not quiet)
     verdict = "SIGNIFICANT: certificates broken beyond alpha" if result.significant else "ok"
     click.echo(f"{result.checked} certificates checked at {radius_scale:g} x radius: {result.violations} "
                f"violations (rate {result.violation_rate:.4f}, allowed <= {result.null_rate:.4g}), "
@@ -259,7 +258,7 @@ def attack(ctx: click.Context, model: Path, dataset: str | None, data_root: str 
     spec = SmoothedEval(sigma, num_noise_vec, n, alpha, noise) if smoothed else None
     summary = attack_dataset(net, ds, atk, out, source=crafter, smoothed=spec, batch_size=batch,
                              selection=selection(skip, max_count), seed=seed, meta=meta,
-                             progress=not quiet and sys.stderr.isatty())
+                             progress=not quiet)
     what = "unbounded pgd (sanity)" if sanity else \
         " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                  for k, v in atk.config().items() if k != "random_start" or v)

@@ -195,7 +195,7 @@ def noise_option() -> Callable[..., Any]:
 
 
 def quiet_option() -> Callable[..., Any]:
-    return click.option("--quiet", is_flag=True, help="No progress bar.")
+    return click.option("--quiet", is_flag=True, help="No progress (a bar on a terminal, else a line every 30 s on stderr).")
 
 
 def data_options(fn: Callable[..., Any]) -> Callable[..., Any]:
