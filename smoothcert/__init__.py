@@ -2,7 +2,7 @@
 
 Public API: ``Smooth`` (CERTIFY/PREDICT of Cohen et al., 2019) and its sampler, the smoothing
 noises (``get_noise``: gaussian, laplace, uniform), dataset-level
-``certify_dataset``/``predict_dataset`` (on the one logged runner, ``smoothcert.runner``), the
+``certify_dataset``/``predict_dataset`` (on the one logged runner, ``smoothcert.runs.logged``), the
 model, method, dataset and augmentation registries (one ``Registry`` class), ``train()`` (the
 function; the module is ``smoothcert.train``), ``RunDir`` and ``load_model`` /
 ``load_model_and_dataset`` for run directories and checkpoints. Tables and plots are in
@@ -18,9 +18,7 @@ from .methods.maxup import maxup_loss  # noqa: E402
 from .models import MODELS, create_model, list_models  # noqa: E402
 from .noise import NOISES, GaussianNoise, LaplaceNoise, Noise, UniformNoise, get_noise  # noqa: E402
 from .registry import Registry  # noqa: E402
-from .rundir import RunDir  # noqa: E402
-from .runner import RunReport, Selection  # noqa: E402
-from .runs import load_model, load_model_and_dataset  # noqa: E402
+from .runs import RunDir, RunReport, Selection, load_model, load_model_and_dataset  # noqa: E402
 from .smoothing import ABSTAIN, Smooth, sample_counts  # noqa: E402
 from .train import train  # noqa: E402  (the function: ``from smoothcert import train``)
 from .validation import ArgumentError  # noqa: E402

@@ -44,7 +44,7 @@ from typing import Any, Sequence, Union
 import numpy as np
 
 from .logs import CERTIFY_COLUMNS, PREDICT_COLUMNS, read_tsv
-from .runner import LEGACY_DEFAULTS
+from .runs.logged import LEGACY_DEFAULTS
 from .validation import ArgumentError
 
 SCHEMA = "smoothcert.analysis"

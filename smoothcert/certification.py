@@ -1,7 +1,7 @@
 """Certify or predict a whole dataset split with a smoothed classifier, into a resumable TSV log.
 
 ``certify_dataset`` / ``predict_dataset`` are the library calls behind ``smoothcert certify`` and
-``smoothcert predict``; both run on the one logged runner (``smoothcert.runner``), which owns the
+``smoothcert predict``; both run on the one logged runner (``smoothcert.runs.logged``), which owns the
 lock, resume, metadata, settings check, seed and torchrun split. Here:
 
 * One flushed line per input (``idx label predict radius correct time``, Cohen et al.'s format;
@@ -30,8 +30,8 @@ import torch
 
 from .data import ImageDataset
 from .logs import CERTIFY_COLUMNS, PREDICT_COLUMNS, floor_decimal, read_rows
-from .runner import RunReport, Selection, read_meta, run_logged
-from .runs import model_fingerprint, provenance
+from .runs.logged import RunReport, Selection, read_meta, run_logged
+from .runs.loading import model_fingerprint, provenance
 from .sequential import check_radii
 from .smoothing import Smooth
 from .validation import ArgumentError, check_alpha, check_float, check_int

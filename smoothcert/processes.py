@@ -1,7 +1,7 @@
 """The one process group: rank, world size and device of this process, under ``torchrun`` or not.
 
 Training (``train``) and every logged run (certify, predict, attack, check-certificates through
-``runner.run_logged``) use ``ProcessGroup``; the CLI's ``--device`` goes through ``choose_device``,
+``runs.logged.run_logged``) use ``ProcessGroup``; the CLI's ``--device`` goes through ``choose_device``,
 the same rule, so a device chosen once can be handed on and is chosen again unchanged.
 
 The device rule (``choose_device``), a pure function of the requested device, the torchrun

@@ -2,7 +2,7 @@
 
 1. **Configuration** (``configure``): check the arguments, build the method and load the data;
    the result (``TrainSetup``) holds the ``config`` dict that ``config.json`` records.
-2. **The run directory** (``RunDir``, ``smoothcert.rundir``): decides whether to start afresh
+2. **The run directory** (``RunDir``, ``smoothcert.runs.directory``): decides whether to start afresh
    (an absent or empty folder, or ``overwrite``) or resume (same config, except
    ``RESUME_MAY_CHANGE``) -- a folder with content is never overwritten without ``overwrite`` --
    and writes config.json, train_log.tsv (one row per epoch) and the atomic checkpoint.pt after
@@ -38,7 +38,7 @@ from .logs import OutputError, TSVLog
 from .methods import Method, TrainContext, create_method
 from .noise import config_noise
 from .processes import ProcessGroup
-from .rundir import RESUME_MAY_CHANGE, TRAIN_COLUMNS, TRAIN_LOG_NAME, RunDir, build_model
+from .runs.directory import RESUME_MAY_CHANGE, TRAIN_COLUMNS, TRAIN_LOG_NAME, RunDir, build_model
 from .trainer import SCHEDULES, Batches, EpochResult, NonFiniteLoss, Trainer, epoch_seed
 from .seeding import check_seed
 from .validation import ArgumentError, check_float, check_int

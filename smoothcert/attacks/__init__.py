@@ -11,7 +11,8 @@ dataset-level evaluation, and the empirical test of certificates. One job a modu
 * ``evaluate``       ``attack_dataset``: clean and robust accuracy of f, or of PREDICT of g.
 * ``certificates``   ``check_certificates``: attack certified inputs inside their radius and test
                      the violations against the binomial that CERTIFY's and PREDICT's alphas allow.
-* ``runner``         the resumable TSV runner both evaluations write through.
+* ``smoothcert.runs.logged`` (not in this package) the resumable TSV runner both evaluations
+                     write through.
 """
 from .base import NORMS, Attack, ascent_direction, check_norm, frozen_eval, lp_norm, project
 from .certificates import CHECK_COLUMNS, CertificateCheck, check_certificates, read_certificates, violation_pvalue

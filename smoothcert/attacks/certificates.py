@@ -18,7 +18,7 @@ import torch
 from scipy.stats import binomtest
 from torch import nn
 
-from ..runner import Selection, meta_path, run_logged
+from ..runs.logged import Selection, meta_path, run_logged
 from ..data import ImageDataset
 from ..logs import read_tsv
 from ..smoothing import ABSTAIN, model_device

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from ..runner import Selection, run_logged
+from ..runs.logged import Selection, run_logged
 from ..data import ImageDataset
 from ..logs import read_tsv
 from ..noise import get_noise, noise_params

@@ -47,7 +47,7 @@ from . import register_method
 from .base import Method, TrainContext
 from .common import check_number, noisy_copies, per_copy, unwrap
 
-PRIOR_NAME = "catrs_prior.cache.pt"  # rundir.CACHE_SUFFIX: a method cache, not run content
+PRIOR_NAME = "catrs_prior.cache.pt"  # runs.directory.CACHE_SUFFIX: a method cache, not run content
 
 
 def smoothed_confidences(model: nn.Module, dataset: Any, num_classes: int, sigma: float, n: int, *,

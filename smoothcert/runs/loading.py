@@ -1,4 +1,4 @@
-"""Loading models: from a run directory (``RunDir``, see ``smoothcert.rundir``) or a checkpoint
+"""Loading models: from a run directory (``RunDir``, see ``smoothcert.runs.directory``) or a checkpoint
 file, with the dataset to evaluate them on.
 
 Checkpoints saved by Cohen et al.'s reference code (``{"arch": "cifar_resnet110",
@@ -16,10 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data import ImageDataset, get_dataset
-from .rundir import (CHECKPOINT_NAME, CONFIG_NAME, FORMAT, RunDir, build_model, load_weights, read_checkpoint_file,
+from ..data import ImageDataset, get_dataset
+from .directory import (CHECKPOINT_NAME, CONFIG_NAME, FORMAT, RunDir, build_model, load_weights, read_checkpoint_file,
                      validate_config)
-from .validation import ArgumentError
+from ..validation import ArgumentError
 
 # Reference checkpoints carry only the arch name: the data they were trained on follows from it.
 _REFERENCE_ARCHS: dict[str, dict[str, Any]] = {
