@@ -1,6 +1,7 @@
 """The set-up in two commands (Makefile, .ci/run) and the CLI's start-up (no torch for --help)."""
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -14,8 +15,11 @@ needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="make is no
 
 def _make_n(*args: str) -> list[str]:
     """The commands ``make -n ARGS`` would run (from the repository root)."""
+    env = {k: v for k, v in os.environ.items()  # as typed in a shell, not inside a make run with its variables
+           if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "PYTHON", "VENV", "TORCH_SPEC", "TORCH", "QUICKSTART",
+                        "PYTEST")}
     r = subprocess.run(["make", "-n", "--no-print-directory", *args], cwd=ROOT, capture_output=True, text=True,
-                       timeout=60)
+                       timeout=60, env=env)
     assert r.returncode == 0, r.stderr
     return [line.strip() for line in r.stdout.splitlines() if line.strip()]
 
