@@ -30,7 +30,7 @@ import torch
 
 from .data import ImageDataset
 from .logs import CERTIFY_COLUMNS, PREDICT_COLUMNS, floor_decimal, read_rows
-from .runs.logged import RunReport, Selection, read_meta, run_logged
+from .runs.logged import LoggedJob, RunReport, Selection, read_meta, run_job
 from .runs.loading import model_fingerprint, provenance
 from .sequential import check_radii
 from .smoothing import Smooth
@@ -144,11 +144,10 @@ def certify_dataset(
         return [[int(p), floor_decimal(float(r), RADIUS_PLACES), int(int(p) == y), int(u)]
                 for p, r, y, u in zip(pred, radius, ys.tolist(), used.tolist())]
 
-    report = run_logged(dataset, out, CERTIFY_COLUMNS + (("n_used",) if sequential else ()), kind="certify",
-                        key="certify", indices=selection.indices(len(dataset)), per_batch=pack, step=step,
-                        device=smooth.device, seed=seed, settings=settings, recorded={**recorded, "batch": batch_size},
-                        meta=source, selection=selection, samples_per_input=0 if sequential else n0 + n,
-                        names=_NAMES, progress=progress, trailing=1 if sequential else 0)
+    job = LoggedJob(key="certify", columns=CERTIFY_COLUMNS + (("n_used",) if sequential else ()), work=step,
+                    settings=settings, recorded={**recorded, "batch": batch_size}, selection=selection,
+                    per_batch=pack, samples_per_input=0 if sequential else n0 + n, names=_NAMES, meta=source)
+    report = run_job(job, dataset, out, device=smooth.device, seed=seed, progress=progress)
     return replace(report, samples=drawn[0]) if sequential else report
 
 
@@ -179,10 +178,10 @@ def predict_dataset(
         pred = smooth.predict_batch(xs, n, alpha, batch_size, gen, **options)
         return [[int(p), int(int(p) == y)] for p, y in zip(pred, ys.tolist())]
 
-    return run_logged(dataset, out, PREDICT_COLUMNS, kind="predict", key="predict",
-                      indices=selection.indices(len(dataset)), per_batch=pack, step=step, device=smooth.device,
-                      seed=seed, settings=settings, recorded={**recorded, "batch": batch_size}, meta=source,
-                      selection=selection, samples_per_input=n, names=_NAMES, progress=progress)
+    job = LoggedJob(key="predict", columns=PREDICT_COLUMNS, work=step, settings=settings,
+                    recorded={**recorded, "batch": batch_size}, selection=selection, per_batch=pack,
+                    samples_per_input=n, names=_NAMES, meta=source)
+    return run_job(job, dataset, out, device=smooth.device, seed=seed, progress=progress)
 
 
 def run_summary(report: RunReport) -> str:

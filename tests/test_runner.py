@@ -391,3 +391,29 @@ def test_a_first_release_log_resumes_only_with_gaussian_l2_one_sided(smooth, dig
     assert e.value.arg == "norm"
     certify_dataset(smooth, digits, out, **FAST, selection=Selection(1, 4), seed=1, norm="l2")
     assert [int(r[0]) for r in read_tsv(out)[1]] == [0, 1, 2, 3]
+
+
+# -- the job object ------------------------------------------------------------------------------
+def test_a_job_and_the_keyword_form_write_the_same_log_and_metadata(digits, tmp_path):
+    """``run_job(LoggedJob(...))`` and the second release's ``run_logged(**keywords)`` are one
+    runner: same rows, same metadata; a trailing count that disagrees with the columns is refused."""
+    from smoothcert.runs import LoggedJob, run_job, run_logged
+
+    def work(idx, xs, ys, gen):
+        return [[int(y), int(torch.randint(10, (), generator=gen, device=xs.device))] for y in ys.tolist()]
+
+    columns = ("idx", "label", "echo", "time", "draw")
+    job = LoggedJob(key="echo", columns=columns, work=work, settings={"a": 1}, recorded={"b": 2},
+                    selection=Selection(3, 5), per_batch=2, meta={"source": "test"})
+    assert job.trailing == 1 and job.description == "echo"
+    run_job(job, digits, tmp_path / "job.tsv", device=torch.device("cpu"), seed=7)
+    run_logged(digits, tmp_path / "kw.tsv", columns, kind="echo", key="echo", indices=Selection(3, 5).indices(
+        len(digits)), per_batch=2, step=work, device=torch.device("cpu"), seed=7, settings={"a": 1},
+        recorded={"b": 2}, meta={"source": "test"}, selection=Selection(3, 5), trailing=1)
+    assert rows_without_time(tmp_path / "job.tsv") == rows_without_time(tmp_path / "kw.tsv")
+    assert [r[0] for r in rows_without_time(tmp_path / "job.tsv")] == ["0", "3", "6", "9", "12"]
+    assert json.loads(meta_path(tmp_path / "job.tsv").read_text()) == json.loads(meta_path(tmp_path / "kw.tsv")
+                                                                                  .read_text())
+    with pytest.raises(ValueError, match="trailing"):
+        run_logged(digits, tmp_path / "bad.tsv", columns, kind="echo", key="echo", indices=[0], per_batch=1,
+                   step=work, device=torch.device("cpu"), seed=0, settings={}, trailing=0)

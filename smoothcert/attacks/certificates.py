@@ -18,7 +18,7 @@ import torch
 from scipy.stats import binomtest
 from torch import nn
 
-from ..runs.logged import Selection, meta_path, run_logged
+from ..runs.logged import LoggedJob, Selection, meta_path, run_job
 from ..data import ImageDataset
 from ..logs import read_tsv
 from ..smoothing import ABSTAIN, model_device
@@ -141,11 +141,11 @@ def check_certificates(model: nn.Module, dataset: ImageDataset, log: str | Path,
 
     settings = {"certify_log": str(log), "sigma": sigma, "cert_alpha": cert_alpha, "smoothed": spec.settings(),
                 "steps": steps, "step_size": step_size, "radius_scale": radius_scale}
+    job = LoggedJob(key="check", kind="certificate check", columns=CHECK_COLUMNS, work=step, settings=settings,
+                    recorded={"batch_size": batch_size}, selection=selection, indices=sorted(by_idx),
+                    per_batch=max(1, batch_size // num_noise_vec), meta=meta)
     with log_path(out) as path:
-        run_logged(dataset, path, CHECK_COLUMNS, kind="certificate check", key="check", indices=sorted(by_idx),
-                   per_batch=max(1, batch_size // num_noise_vec), step=step, device=device, seed=seed,
-                   settings=settings, recorded={"batch_size": batch_size}, meta=meta, selection=selection,
-                   progress=progress)
+        run_job(job, dataset, path, device=device, seed=seed, progress=progress)
         header, rows = read_tsv(path)
     h = {c: k for k, c in enumerate(header)}
     rows = [r for r in rows if int(r[h["idx"]]) in by_idx]

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from ..runs.logged import Selection, run_logged
+from ..runs.logged import LoggedJob, Selection, run_job
 from ..data import ImageDataset
 from ..logs import read_tsv
 from ..noise import get_noise, noise_params
@@ -129,11 +129,10 @@ def attack_dataset(model: nn.Module, dataset: ImageDataset, attack: Attack, out:
     per_batch = batch_size if smoothed is None else max(1, batch_size // smoothed.num_noise_vec)
     settings = {"attack": attack.config(), "black_box": source is not None,
                 "smoothed": smoothed.settings() if smoothed else None}
+    job = LoggedJob(key="attack", columns=ATTACK_COLUMNS, work=step, settings=settings,
+                    recorded={"batch_size": batch_size}, selection=selection, per_batch=per_batch, meta=meta)
     with log_path(out) as path:
-        run_logged(dataset, path, ATTACK_COLUMNS, kind="attack", key="attack",
-                   indices=selection.indices(len(dataset)), per_batch=per_batch, step=step, device=device, seed=seed,
-                   settings=settings, recorded={"batch_size": batch_size}, meta=meta, selection=selection,
-                   progress=progress)
+        run_job(job, dataset, path, device=device, seed=seed, progress=progress)
         return summarize_attack_log(path)
 
 

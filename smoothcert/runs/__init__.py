@@ -7,9 +7,10 @@ logged runner, one module each.
 * ``smoothcert.runs.loading`` -- ``load_model`` (a run directory, a smoothcert checkpoint or a
   Cohen et al. checkpoint), ``load_model_and_dataset``, ``check_compatible``, ``provenance`` (where
   a loaded model came from) and ``model_fingerprint``.
-* ``smoothcert.runs.logged`` -- ``run_logged``, the one resumable logged runner under certify,
-  predict, attack and certificate checks (lock, resume, metadata, settings check, seeds, the
-  torchrun split), with ``Selection`` and ``RunReport``.
+* ``smoothcert.runs.logged`` -- ``run_job(LoggedJob(...), dataset, out, device=...)``, the one
+  resumable logged runner under certify, predict, attack and certificate checks (lock, resume,
+  metadata, settings check, seeds, the torchrun split), with ``Selection`` and ``RunReport``;
+  ``run_logged`` is its keyword form.
 
 The process group (``smoothcert.processes``) and the seeding rule (``smoothcert.seeding``) stay
 leaf modules beside this package: training and the corruption benchmark use them too.
@@ -27,16 +28,16 @@ from .directory import (CACHE_SUFFIX, CHECKPOINT_NAME, CONFIG_NAME, FORMAT, RESU
                         validate_config)
 from .loading import (check_compatible, load_model, load_model_and_dataset, model_fingerprint, provenance,
                       read_config)
-from .logged import (SEED_STRIDE, RunReport, Selection, Step, check_resume, derived_seed, meta_path, read_meta,
-                     run_logged)
+from .logged import (SEED_STRIDE, LoggedJob, RunReport, Selection, Step, check_resume, derived_seed, meta_path,
+                     read_meta, run_job, run_logged)
 
 
 def __getattr__(name: str) -> Any:  # what ``smoothcert.runs`` (then one module, now loading.py) held besides
     return getattr(_loading, name)
 
 
-__all__ = ["CACHE_SUFFIX", "CHECKPOINT_NAME", "CONFIG_NAME", "FORMAT", "RESUME_MAY_CHANGE", "RunDir", "RunReport",
-           "SEED_STRIDE", "Selection", "Step", "TRAIN_COLUMNS", "TRAIN_LOG_NAME", "build_model", "check_compatible",
-           "check_resume", "compare_configs", "derived_seed", "load_model", "load_model_and_dataset", "load_weights",
-           "meta_path", "model_fingerprint", "provenance", "read_checkpoint_file", "read_config", "read_meta",
-           "run_logged", "validate_config"]
+__all__ = ["CACHE_SUFFIX", "CHECKPOINT_NAME", "CONFIG_NAME", "FORMAT", "LoggedJob", "RESUME_MAY_CHANGE", "RunDir",
+           "RunReport", "SEED_STRIDE", "Selection", "Step", "TRAIN_COLUMNS", "TRAIN_LOG_NAME", "build_model",
+           "check_compatible", "check_resume", "compare_configs", "derived_seed", "load_model",
+           "load_model_and_dataset", "load_weights", "meta_path", "model_fingerprint", "provenance",
+           "read_checkpoint_file", "read_config", "read_meta", "run_job", "run_logged", "validate_config"]

@@ -1,5 +1,8 @@
 """The one resumable logged runner: certify, predict, attack and certificate-check logs all go
-through ``run_logged``.
+through ``run_job``. A caller describes its work as a ``LoggedJob`` (the log's columns and kind,
+the settings it records and checks, the per-batch work function, the selection) and
+``run_job(job, dataset, out, device=..., seed=...)`` runs it; ``run_logged`` is the keyword form
+of the second release, kept for its callers.
 
 It owns, for a TSV log ``out`` (one flushed row per input: ``idx label ... time``):
 
@@ -44,9 +47,9 @@ import json
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -251,23 +254,83 @@ def _check_selection(out: Path, old: dict[str, Any], selection: Selection | None
                                "choose another file")
 
 
+@dataclass(frozen=True)
+class LoggedJob:
+    """What one logged run computes and records (see the module doc for how ``run_job`` runs it).
+
+    * ``key``: the log's kind in its metadata (``"kind": key``) and the key its settings are
+      recorded under (``"certify"``, ``"predict"``, ``"attack"``, ``"check"``); ``kind`` names the
+      log in error messages (default: ``key``).
+    * ``columns``: the log's header, ``idx label ... time`` and optional extra trailing columns
+      after ``time`` (e.g. ``n_used``).
+    * ``work``: a batch's work (``Step``): (indices, xs, labels, generator) -> per input the row's
+      values other than idx, label and time, in column order (those of the trailing columns last).
+    * ``settings``: checked against the metadata on resume; ``recorded``: written beside them
+      but not checked (batch sizes, AMP: speed, not meaning); ``names`` maps a setting's name to
+      the argument named in error messages (``"N": "n"``).
+    * ``selection`` (recorded, checked on resume) and ``indices``, the inputs to process
+      (default: ``selection.indices(len(dataset))``; a caller may choose them otherwise, e.g. the
+      certified rows of a certify log), ``per_batch`` at a time.
+    * ``samples_per_input``: noise samples per input, for the report's samples/s (0: none);
+      ``meta``: the caller's provenance fields of the metadata (the runner's own keys win).
+    """
+
+    key: str
+    columns: tuple[str, ...]
+    work: Step
+    settings: Mapping[str, Any]
+    recorded: Mapping[str, Any] = field(default_factory=dict)
+    selection: Selection = Selection()
+    indices: Sequence[int] | None = None
+    per_batch: int = 1
+    samples_per_input: int = 0
+    names: Mapping[str, str] = field(default_factory=dict)
+    meta: Mapping[str, Any] | None = None
+    kind: str = ""
+
+    @property
+    def description(self) -> str:
+        """The log's name in error messages (``kind``, default ``key``)."""
+        return self.kind or self.key
+
+    @property
+    def trailing(self) -> int:
+        """How many columns follow ``time`` (their values are the last of each row's tail)."""
+        if "time" not in self.columns:
+            raise ValueError(f"a logged run's columns must include time, got {list(self.columns)}")
+        return len(self.columns) - 1 - list(self.columns).index("time")
+
+
 def run_logged(dataset: Any, out: str | os.PathLike, columns: Sequence[str], *, kind: str, key: str,
                indices: list[int], per_batch: int, step: Step, device: torch.device, seed: int | None,
                settings: dict[str, Any], recorded: dict[str, Any] | None = None, meta: dict[str, Any] | None = None,
                selection: Selection | None = None, samples_per_input: int = 0, names: dict[str, str] | None = None,
                progress: bool = False, trailing: int = 0) -> RunReport:
-    """Run ``step`` over ``indices`` of ``dataset`` in batches of ``per_batch`` into the log
-    ``out`` (rows: idx, label, *step's tail, seconds per input; the last ``trailing`` values of
-    the tail go after the time, as extra trailing columns); see the module doc for the
-    lock, resume, metadata, settings check, seed and process split. ``settings`` (checked on
-    resume) and ``recorded`` (not checked) go to the metadata under ``key``; ``meta`` is the
-    caller's provenance. ``names`` maps setting names to argument names for error messages."""
+    """The keyword form of ``run_job`` (kept for callers of the second release): builds the
+    ``LoggedJob`` and runs it. ``trailing`` must agree with ``columns`` (the columns after time)."""
+    job = LoggedJob(key=key, kind=kind, columns=tuple(columns), work=step, settings=settings,
+                    recorded=recorded or {}, selection=selection or Selection(), indices=list(indices),
+                    per_batch=per_batch, samples_per_input=samples_per_input, names=names or {}, meta=meta)
+    if trailing != job.trailing:
+        raise ValueError(f"trailing={trailing} but {job.trailing} column(s) follow time in {list(columns)}")
+    return run_job(job, dataset, out, device=device, seed=seed, progress=progress)
+
+
+def run_job(job: LoggedJob, dataset: Any, out: str | os.PathLike, *, device: torch.device,
+            seed: int | None = None, progress: bool = False) -> RunReport:
+    """Run ``job`` over its inputs of ``dataset`` on ``device`` into the log ``out`` (rows: idx,
+    label, the work's values, seconds per input, with the values of the columns after ``time``
+    last); see the module doc for the lock, resume, metadata, settings check, seed and process
+    split."""
     out = Path(out)
     check_output_file(out)
-    per_batch = check_int("per_batch", per_batch, 1)
+    per_batch = check_int("per_batch", job.per_batch, 1)
+    columns, kind, key, step, trailing = job.columns, job.description, job.key, job.work, job.trailing
     if seed is not None:  # every argument is checked before a file is touched
         seed = check_seed(seed)
-    settings = _plain(settings)
+    settings = _plain(dict(job.settings))
+    selection = job.selection
+    indices = list(selection.indices(len(dataset)) if job.indices is None else job.indices)
     identity = _plain({"dataset": getattr(dataset, "name", None) or None,
                        "split": getattr(dataset, "split", None)})
     ranks = ProcessGroup(device)  # under torchrun: this rank's device must be its own GPU (processes.py)
@@ -291,13 +354,13 @@ def run_logged(dataset: Any, out: str | os.PathLike, columns: Sequence[str], *, 
                     raise ArgumentError("out", f"out: {str(out)!r} holds rows but no {mp.name} to check the settings "
                                                "against; choose another file")
                 if log.done:  # the whole log is checked (TSVLog) before any work: settings, then selection
-                    seed = check_resume(out, old, key, settings, identity, seed, names)
+                    seed = check_resume(out, old, key, settings, identity, seed, dict(job.names))
                     _check_selection(out, old, selection, log.done, indices, columns, kind)
                 seed = 0 if seed is None else check_seed(seed)
-                sel = selection or Selection()
-                atomic_write_json(_plain({**(meta or {}), "kind": key, "columns": list(columns), **identity,
-                                          key: {**settings, **(recorded or {})}, "seed": seed,
-                                          "selection": {"skip": sel.skip, "max": sel.max_count}}), mp)
+                atomic_write_json(_plain({**(job.meta or {}), "kind": key, "columns": list(columns), **identity,
+                                          key: {**settings, **job.recorded}, "seed": seed,
+                                          "selection": {"skip": selection.skip, "max": selection.max_count}}),
+                                  mp)
                 payload = ("ok", seed, sorted(log.done))
             except Exception as e:  # noqa: BLE001  (every rank must stop, not only rank 0)
                 if ranks.world == 1:
@@ -343,8 +406,8 @@ def run_logged(dataset: Any, out: str | os.PathLike, columns: Sequence[str], *, 
                             cut = len(tail) - trailing
                             log.write([i, y, *tail[:cut], round(dt / len(b), 4), *tail[cut:]])
                             written += 1
-                    bar.update(len(b), f"{samples_per_input * len(b) / max(dt, 1e-9):,.0f} samples/s"
-                               if samples_per_input else None)
+                    bar.update(len(b), f"{job.samples_per_input * len(b) / max(dt, 1e-9):,.0f} samples/s"
+                               if job.samples_per_input else None)
         except Exception as e:  # noqa: BLE001  (under torchrun every rank learns of it, none waits forever)
             if ranks.world == 1:
                 raise
@@ -365,7 +428,7 @@ def run_logged(dataset: Any, out: str | os.PathLike, columns: Sequence[str], *, 
                 _merge(out, columns, kind, [out.with_name(out.name + f".rank{r}") for r in range(ranks.world)])
             ranks.barrier()
         rows = len(read_rows(out, columns, kind)) if ranks.rank == 0 else 0
-        return RunReport(out, rows, written, work, written * samples_per_input, ranks.rank)
+        return RunReport(out, rows, written, work, written * job.samples_per_input, ranks.rank)
     finally:  # each step runs even if one before it fails (a full disk): the lock is always freed
         try:
             if log is not None:
@@ -378,5 +441,5 @@ def run_logged(dataset: Any, out: str | os.PathLike, columns: Sequence[str], *, 
                 ranks.close()
 
 
-__all__ = ["RunReport", "SEED_STRIDE", "Selection", "Step", "check_resume", "derived_seed", "meta_path",
-           "read_meta", "run_logged"]
+__all__ = ["LoggedJob", "RunReport", "SEED_STRIDE", "Selection", "Step", "check_resume", "derived_seed", "meta_path",
+           "read_meta", "run_job", "run_logged"]
