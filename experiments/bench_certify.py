@@ -140,7 +140,7 @@ def run_case(name: str, reps: int, quick: bool, compile_on: bool) -> dict:
         warmup_s[k] = round(time.perf_counter() - t0, 2)
         configs[k] = (certify_fn(s, b), samples_cert)
     default_smooth = smooths["certify defaults b=1000"][0]
-    chunk = next(iter(v for k, v in default_smooth._chunks.items() if k[0] == 1000), 1000)
+    chunk = next(iter(v for k, v in default_smooth.sampler.chunks.items() if k[0] == 1000), 1000)
     configs[f"forward prepared (Smooth's copy) b={chunk}"] = (
         forward_fn(default_smooth.model, x_fwd_cl, chunk, fwd_rows), fwd_rows)
 

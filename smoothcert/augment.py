@@ -6,7 +6,8 @@
   the flip (a random translation: digits).
 * ``cutout`` (DeVries & Taylor, 2017): a size x size square, centred on a uniform pixel and
   clipped at the border, set to ``fill``.
-* ``mixup`` (Zhang et al., 2018): x' = lam x + (1 - lam) x_perm, lam ~ Beta(alpha, alpha).
+* ``mixup`` (Zhang et al., 2018): x' = lam x + (1 - lam) x_perm, lam ~ Beta(mix_alpha, mix_alpha)
+  (the papers' alpha; ``mix_alpha`` here, as ``alpha`` in smoothcert is a failure probability).
 * ``cutmix`` (Yun et al., 2019): a box of area fraction 1 - lam (side ratio sqrt(1 - lam)) with a
   uniform centre, clipped at the border, is pasted from x_perm; the label weight is the pasted
   area's true fraction.
@@ -100,10 +101,10 @@ def _check_images(x: torch.Tensor) -> None:
         raise ValueError(f"x must be a (B, C, H, W) tensor, got {tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
 
 
-def _check_alpha(alpha: float) -> float:
-    if not (float(alpha) > 0):
-        raise ValueError(f"alpha must be > 0, got {alpha!r}")
-    return float(alpha)
+def _check_mix_alpha(mix_alpha: float) -> float:
+    if not (float(mix_alpha) > 0):
+        raise ValueError(f"mix_alpha must be > 0, got {mix_alpha!r}")
+    return float(mix_alpha)
 
 
 # -- augmentations -------------------------------------------------------------------------------
@@ -164,34 +165,34 @@ def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None,
     return x.masked_fill(mask, fill)
 
 
-def _mixup_images(x: torch.Tensor, alpha: float, generator: torch.Generator | None = None
+def _mixup_images(x: torch.Tensor, mix_alpha: float, generator: torch.Generator | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """MixUp's images, its permutation and its per-image lam (on x's device)."""
     _check_images(x)
-    alpha = _check_alpha(alpha)
+    mix_alpha = _check_mix_alpha(mix_alpha)
     B = x.shape[0]
-    lam = sample_beta(alpha, alpha, B, generator)
+    lam = sample_beta(mix_alpha, mix_alpha, B, generator)
     perm = torch.randperm(B, generator=generator)
     lam, perm = lam.to(x.device), perm.to(x.device)
     lam_x = lam.to(x.dtype).view(-1, 1, 1, 1)
     return lam_x * x + (1 - lam_x) * x[perm], perm, lam
 
 
-def mixup(x: torch.Tensor, y: torch.Tensor | LabelMix, alpha: float = 1.0,
+def mixup(x: torch.Tensor, y: torch.Tensor | LabelMix, mix_alpha: float = 1.0,
           generator: torch.Generator | None = None) -> tuple[torch.Tensor, LabelMix]:
-    """MixUp: x' = lam x + (1 - lam) x[perm], target lam y + (1 - lam) y[perm], lam ~ Beta(alpha,
-    alpha) per image, ``perm`` a random permutation of the batch."""
-    x2, perm, lam = _mixup_images(x, alpha, generator)
+    """MixUp: x' = lam x + (1 - lam) x[perm], target lam y + (1 - lam) y[perm], lam ~
+    Beta(mix_alpha, mix_alpha) per image, ``perm`` a random permutation of the batch."""
+    x2, perm, lam = _mixup_images(x, mix_alpha, generator)
     return x2, _as_labels(y).mixed_with(perm, lam)
 
 
-def _cutmix_images(x: torch.Tensor, alpha: float, generator: torch.Generator | None = None
+def _cutmix_images(x: torch.Tensor, mix_alpha: float, generator: torch.Generator | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """CutMix's images, its permutation and the per-image label weight lam' (on x's device)."""
     _check_images(x)
-    alpha = _check_alpha(alpha)
+    mix_alpha = _check_mix_alpha(mix_alpha)
     B, _, H, W = x.shape
-    lam = sample_beta(alpha, alpha, B, generator)
+    lam = sample_beta(mix_alpha, mix_alpha, B, generator)
     perm = torch.randperm(B, generator=generator)
     ratio = torch.sqrt(1.0 - lam)
     cut_h, cut_w = (H * ratio).long(), (W * ratio).long()
@@ -202,12 +203,12 @@ def _cutmix_images(x: torch.Tensor, alpha: float, generator: torch.Generator | N
     return torch.where(mask, x[perm], x), perm, lam_adj.to(x.device)
 
 
-def cutmix(x: torch.Tensor, y: torch.Tensor | LabelMix, alpha: float = 1.0,
+def cutmix(x: torch.Tensor, y: torch.Tensor | LabelMix, mix_alpha: float = 1.0,
            generator: torch.Generator | None = None) -> tuple[torch.Tensor, LabelMix]:
-    """CutMix: per image, lam ~ Beta(alpha, alpha) and a box of side ratio sqrt(1 - lam) with a
+    """CutMix: per image, lam ~ Beta(mix_alpha, mix_alpha) and a box of side ratio sqrt(1 - lam) with a
     uniform centre (clipped at the border) is filled from x[perm]; the target is
     lam' y + (1 - lam') y[perm] with lam' = 1 - (box area) / (H W), the area actually pasted."""
-    x2, perm, lam = _cutmix_images(x, alpha, generator)
+    x2, perm, lam = _cutmix_images(x, mix_alpha, generator)
     return x2, _as_labels(y).mixed_with(perm, lam)
 
 
@@ -313,25 +314,25 @@ def _cutout_aug(size: int | None = None) -> AugmentFn:
     return lambda x, y: (cutout(x, _side(x, size, 2)), y)
 
 
-@register_augmentation("cutmix", "alpha")
-def _cutmix_aug(alpha: float = 1.0) -> AugmentFn:
-    """``cutmix`` with Beta(alpha, alpha)."""
-    _check_positive("cutmix", "alpha", alpha)
+@register_augmentation("cutmix", "mix_alpha")
+def _cutmix_aug(mix_alpha: float = 1.0) -> AugmentFn:
+    """``cutmix`` with Beta(mix_alpha, mix_alpha)."""
+    _check_positive("cutmix", "mix_alpha", mix_alpha)
 
     def aug(x: torch.Tensor, y: Any) -> tuple[torch.Tensor, Any]:
-        x2, perm, lam = _cutmix_images(x, alpha)
+        x2, perm, lam = _cutmix_images(x, mix_alpha)
         return x2, _mix_labels(y, perm, lam)
 
     return aug
 
 
-@register_augmentation("mixup", "alpha")
-def _mixup_aug(alpha: float = 1.0) -> AugmentFn:
-    """``mixup`` with Beta(alpha, alpha)."""
-    _check_positive("mixup", "alpha", alpha)
+@register_augmentation("mixup", "mix_alpha")
+def _mixup_aug(mix_alpha: float = 1.0) -> AugmentFn:
+    """``mixup`` with Beta(mix_alpha, mix_alpha)."""
+    _check_positive("mixup", "mix_alpha", mix_alpha)
 
     def aug(x: torch.Tensor, y: Any) -> tuple[torch.Tensor, Any]:
-        x2, perm, lam = _mixup_images(x, alpha)
+        x2, perm, lam = _mixup_images(x, mix_alpha)
         return x2, _mix_labels(y, perm, lam)
 
     return aug
@@ -341,10 +342,10 @@ def _identity(x: Any, y: Any) -> tuple[Any, Any]:
     return x, y
 
 
-def with_gaussian(augment: AugmentFn, sigma: float, noise: str = "gaussian") -> AugmentFn:
-    """``augment`` followed by the smoothing noise at ``sigma`` (x + N(0, sigma^2 I) for
-    ``gaussian``; ``noise``: any name of ``smoothcert.noise.NOISES``); ``augment`` itself for
-    sigma 0."""
+def with_noise(augment: AugmentFn, sigma: float, noise: str = "gaussian") -> AugmentFn:
+    """``augment`` followed by the smoothing noise ``noise`` (any name of
+    ``smoothcert.noise.NOISES``) at ``sigma`` (x + N(0, sigma^2 I) for ``gaussian``);
+    ``augment`` itself for sigma 0."""
     sigma = check_sigma(sigma)
     if sigma == 0:
         return augment
@@ -362,8 +363,8 @@ class Augmentation:
     """A chain of augmentations from a spec like ``"crop-flip+cutmix:0.5"``: names from
     ``list_augmentations()`` joined by ``+``, each with an optional ``:value`` -- crop-flip's and crop's
     padding (default side // 8, at least 1), cutout's size (default side // 2), cutmix's and
-    mixup's alpha (default 1.0). ``gaussian`` takes no value: it adds N(0, sigma^2 I) with the
-    ``sigma`` given here. With sigma > 0 and no ``gaussian`` in the chain, the noise is appended
+    mixup's mix_alpha (lam ~ Beta(mix_alpha, mix_alpha), default 1.0). ``gaussian`` takes no
+    value: it adds N(0, sigma^2 I) with the ``sigma`` given here. With sigma > 0 and no ``gaussian`` in the chain, the noise is appended
     as the last step, so that every training input is a noisy input (the model can be certified).
     Each step is ``get_augmentation(name, value)``.
 
@@ -404,7 +405,7 @@ class Augmentation:
         if self.sigma > 0 and not has_noise:
             steps.append(("gaussian", None))
         self.steps = steps
-        self._fns = [with_gaussian(_identity, self.sigma, self.noise) if n == "gaussian" else
+        self._fns = [with_noise(_identity, self.sigma, self.noise) if n == "gaussian" else
                      get_augmentation(n, **({} if v is None else {_VALUE[n]: int(v) if v.is_integer() and n not in
                                                                   ("cutmix", "mixup") else v}))
                      for n, v in steps]
@@ -431,4 +432,4 @@ class Augmentation:
 
 __all__ = ["AUGMENTATIONS", "AugmentFn", "Augmentation", "LabelMix", "crop_flip", "cutmix", "cutout", "downsample",
            "gaussian", "get_augmentation", "list_augmentations", "mixup", "register_augmentation", "sample_beta",
-           "with_gaussian"]
+           "with_noise"]

@@ -33,8 +33,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from .imageops import affine
+from .registry import Registry
 from .seeding import derive_seed
-from .smoothing import model_device
+from .sampling import model_device
 from .validation import check_int
 
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
@@ -282,12 +283,14 @@ def jpeg_compression(x: torch.Tensor, severity: int, generator: torch.Generator 
     return (out.round().clamp(0, 255) / 255).to(x.dtype)
 
 
-CORRUPTIONS: dict[str, Callable[[torch.Tensor, int, torch.Generator | None], torch.Tensor]] = {
-    "gaussian_noise": gaussian_noise, "shot_noise": shot_noise, "impulse_noise": impulse_noise,
-    "speckle_noise": speckle_noise, "gaussian_blur": gaussian_blur, "defocus_blur": defocus_blur,
-    "motion_blur": motion_blur, "zoom_blur": zoom_blur, "contrast": contrast, "brightness": brightness,
-    "pixelate": pixelate, "jpeg_compression": jpeg_compression,
-}
+# name -> corruption(x, severity, generator), in the one Registry, in the benchmark's order (the
+# order of ``list_corruptions``, of "all" and of a result's entries)
+CORRUPTIONS: Registry[Callable[[torch.Tensor, int, torch.Generator | None], torch.Tensor]] = Registry(
+    "corruption", "corruptions", ordered=True)
+for _fn in (gaussian_noise, shot_noise, impulse_noise, speckle_noise, gaussian_blur, defocus_blur, motion_blur,
+            zoom_blur, contrast, brightness, pixelate, jpeg_compression):
+    CORRUPTIONS.add(_fn.__name__, _fn)
+del _fn
 
 
 def list_corruptions() -> list[str]:
@@ -346,7 +349,7 @@ def corrupt(x: torch.Tensor, name: str, severity: int, generator: torch.Generato
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         raise ValueError("x must be a (B, C, H, W) tensor")
     with torch.no_grad():
-        return CORRUPTIONS[name](x, severity, generator)
+        return CORRUPTIONS.get(name)(x, severity, generator)
 
 
 def corruption_seed(seed: int, name: str, severity: int) -> int:
@@ -437,7 +440,7 @@ def evaluate_corruptions(model: nn.Module, dataset: Dataset, corruptions: Sequen
                 clean_correct += (model(x).argmax(1) == y).sum()
                 bar.update(len(y))
                 for k, (c, s) in enumerate(pairs):
-                    xc = CORRUPTIONS[c](x, s, gens[(c, s)])
+                    xc = CORRUPTIONS.get(c)(x, s, gens[(c, s)])
                     correct[k] += (model(xc).argmax(1) == y).sum()
                     bar.update(len(y))
     finally:

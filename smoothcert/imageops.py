@@ -27,10 +27,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .registry import Registry
 from .validation import check_float, check_int
 
-OPS: tuple[str, ...] = ("autocontrast", "equalize", "posterize", "rotate", "solarize",
-                        "shear_x", "shear_y", "translate_x", "translate_y")
 MAX_SEVERITY = 10
 
 
@@ -204,20 +203,24 @@ def sample_magnitudes(op: str, n: int, severity: float, size: tuple[int, int],
     raise ValueError(f"unknown op {op!r}; choose from {', '.join(OPS)}")
 
 
-_APPLY: dict[str, Callable[..., torch.Tensor]] = {
-    "autocontrast": autocontrast, "equalize": equalize, "posterize": posterize, "rotate": rotate,
-    "solarize": solarize, "shear_x": shear_x, "shear_y": shear_y, "translate_x": translate_x,
-    "translate_y": translate_y,
-}
+# the AugMix operations: name -> op(x[, magnitude]), in the one Registry, in AugMix's order (a
+# seeded ``random_chain`` draws op indices into it, so the order is part of the results)
+OPS: Registry[Callable[..., torch.Tensor]] = Registry("AugMix operation", "op", ordered=True)
+for _name, _op in (("autocontrast", autocontrast), ("equalize", equalize), ("posterize", posterize),
+                   ("rotate", rotate), ("solarize", solarize), ("shear_x", shear_x), ("shear_y", shear_y),
+                   ("translate_x", translate_x), ("translate_y", translate_y)):
+    OPS.add(_name, _op)
+del _name, _op
 
 
 def apply_op(x: torch.Tensor, op: str, severity: float = 3, generator: torch.Generator | None = None) -> torch.Tensor:
     """Apply ``op`` to every image with its own random magnitude at AugMix ``severity``."""
     _check_images(x)
-    if op not in _APPLY:
+    if op not in OPS:
         raise ValueError(f"unknown op {op!r}; choose from {', '.join(OPS)}")
     mag = sample_magnitudes(op, x.shape[0], severity, (x.shape[2], x.shape[3]), generator)
-    return _APPLY[op](x) if mag is None else _APPLY[op](x, mag)
+    fn = OPS.get(op)
+    return fn(x) if mag is None else fn(x, mag)
 
 
 def random_chain(x: torch.Tensor, severity: float = 3, max_depth: int = 3,

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from scipy.stats import norm as _normal
 
+from .registry import Registry
 from .validation import ArgumentError, check_int, check_sigma
 
 NORMS = ("l1", "l2", "linf")
@@ -266,7 +267,11 @@ class UniformNoise(Noise):
         return self._tv_radius((pA - pB) / 2, norm, dim)
 
 
-NOISES: dict[str, type[Noise]] = {cls.name: cls for cls in (GaussianNoise, LaplaceNoise, UniformNoise)}
+# name -> Noise class, in the one Registry (``NOISES.get`` raises ArgumentError("noise") for an unknown name)
+NOISES: Registry[type[Noise]] = Registry("noise", "noise")
+for _cls in (GaussianNoise, LaplaceNoise, UniformNoise):
+    NOISES.add(_cls.name, _cls)
+del _cls
 
 
 def get_noise(noise: str | Noise = "gaussian", sigma: Any = None) -> Noise:
@@ -280,7 +285,7 @@ def get_noise(noise: str | Noise = "gaussian", sigma: Any = None) -> Noise:
         raise ArgumentError("noise", f"noise must be one of {', '.join(NOISES)} or a Noise object, got {noise!r}")
     if sigma is None:
         raise ArgumentError("sigma", f"sigma is needed for {noise} noise")
-    return NOISES[noise.lower()](sigma)
+    return NOISES.get(noise.lower())(sigma)
 
 
 def training_noise(noise: Any, sigma: float) -> str:

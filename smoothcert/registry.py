@@ -1,10 +1,13 @@
-"""One registry class for everything looked up by name: models, methods, datasets, augmentations.
+"""One registry class for everything looked up by name: models, methods, datasets, augmentations,
+noises, corruptions and AugMix operations.
 
 A ``Registry`` maps names to objects (builders, classes, dataset entries, callables). Entries
 join with the ``register`` decorator (or ``add``); a name registered twice is an error, whatever
 the object. Lookups go through ``get``: an unknown name raises ``ArgumentError`` naming the
-argument the user gave (``arch``, ``method``, ``dataset``, ``augment``) and listing the choices,
-so the CLI maps it to its flag like any other bad argument.
+argument the user gave (``arch``, ``method``, ``dataset``, ``augment``, ``noise``, ...) and listing
+the choices, so the CLI maps it to its flag like any other bad argument. Names are listed sorted,
+or in registration order for a registry made with ``ordered=True`` (a table whose order is part
+of the results: the corruption benchmark's columns, the AugMix operations a seeded draw indexes).
 
 Modules that register entries can be imported lazily (``modules``): the first lookup imports
 them, and a module whose optional dependency is missing is skipped, so that it breaks only its
@@ -22,11 +25,14 @@ T = TypeVar("T")
 
 class Registry(Generic[T]):
     """Names -> objects of one ``kind`` ("model", "method", ...); ``arg`` is the library argument
-    that names an entry (the ``ArgumentError``'s ``arg`` for an unknown name)."""
+    that names an entry (the ``ArgumentError``'s ``arg`` for an unknown name); ``ordered``: list
+    names in registration order instead of sorted."""
 
-    def __init__(self, kind: str, arg: str, modules: Sequence[str] = (), package: str | None = None):
+    def __init__(self, kind: str, arg: str, modules: Sequence[str] = (), package: str | None = None, *,
+                 ordered: bool = False):
         self.kind = kind
         self.arg = arg
+        self.ordered = bool(ordered)
         self._entries: dict[str, T] = {}
         self._modules = tuple(modules)
         self._package = package
@@ -78,9 +84,9 @@ class Registry(Generic[T]):
                                           f"{', '.join(self.names())}") from None
 
     def names(self) -> list[str]:
-        """The registered names, sorted."""
+        """The registered names, sorted (in registration order if ``ordered``)."""
         self._load()
-        return sorted(self._entries)
+        return list(self._entries) if self.ordered else sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:
         self._load()

@@ -126,7 +126,7 @@ def test_probe_runs_once_and_is_cached(monkeypatch):
         calls.append(kw)
         return real(*a, **kw)
 
-    monkeypatch.setattr("smoothcert.smoothing.probe_chunk_size", spy)
+    monkeypatch.setattr("smoothcert.sampling.probe_chunk_size", spy)
     net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
     s = Smooth(net, 3, 0.5, seed=0)
     x = torch.rand(2, 1, 4, 4)
@@ -135,7 +135,7 @@ def test_probe_runs_once_and_is_cached(monkeypatch):
     s.sample_counts(x, 500, 256)
     s.sample_counts(x, 700, 256)
     assert len(calls) == 1
-    assert list(s._chunks.values())[0] in chunk_candidates(256, 256)
+    assert list(s.sampler.chunks.values())[0] in chunk_candidates(256, 256)
 
 
 def test_workspace_is_reused_across_calls():
@@ -143,10 +143,10 @@ def test_workspace_is_reused_across_calls():
     s = Smooth(net, 3, 0.5, seed=0, chunk_size=64)
     x = torch.rand(2, 3, 8, 8)
     s.sample_counts(x, 300, 128)
-    ptrs = (s._buffer.noise.data_ptr(), s._buffer.batch.data_ptr())
+    ptrs = (s.sampler.workspace.noise.data_ptr(), s.sampler.workspace.batch.data_ptr())
     s.certify(x[0], 20, 300, 0.01, 128)
     s.sample_counts(x, 100, 64)
-    assert (s._buffer.noise.data_ptr(), s._buffer.batch.data_ptr()) == ptrs
+    assert (s.sampler.workspace.noise.data_ptr(), s.sampler.workspace.batch.data_ptr()) == ptrs
 
 
 def test_batch_size_too_large_for_memory_names_it(monkeypatch):
@@ -172,13 +172,13 @@ def test_memory_cap_is_positive_and_bounded():
 def test_max_batch_auto_gives_the_counts_of_batch_1000(monkeypatch):
     tried = []
     real = inference.probe_chunk_size
-    monkeypatch.setattr("smoothcert.smoothing.probe_chunk_size",
+    monkeypatch.setattr("smoothcert.sampling.probe_chunk_size",
                         lambda f, shape, cands, **kw: tried.extend(cands) or real(f, shape, cands, **kw))
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
     x = torch.rand(2, 3, 8, 8)
     auto = Smooth(net, 3, 1.0, max_batch="auto")
     a = auto.sample_counts(x, 1500, 1000, torch.Generator().manual_seed(4))
-    assert auto._chunks[("cap", (3, 8, 8), torch.float32)] > 1000
+    assert auto.sampler.chunks[("cap", (3, 8, 8), torch.float32)] > 1000
     assert max(tried) > 1000  # chunks beyond batch_size, up to the memory cap, were considered
     b = Smooth(net, 3, 1.0, chunk_size=1000).sample_counts(x, 1500, 1000, torch.Generator().manual_seed(4))
     assert torch.equal(a, b)
@@ -187,7 +187,7 @@ def test_max_batch_auto_gives_the_counts_of_batch_1000(monkeypatch):
 def test_cli_batch_auto_with_pack(digits_run, runner, tmp_path, monkeypatch):
     caps = []
     real = memory_cap
-    monkeypatch.setattr("smoothcert.smoothing.memory_cap", lambda *a, **kw: caps.append(real(*a, **kw)) or caps[-1])
+    monkeypatch.setattr("smoothcert.sampling.memory_cap", lambda *a, **kw: caps.append(real(*a, **kw)) or caps[-1])
     outs = {}
     for batch in ("auto", "1000"):
         out = tmp_path / f"{batch}.tsv"

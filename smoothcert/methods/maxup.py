@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..augment import AugmentFn, Augmentation, LabelMix, downsample, with_gaussian
+from ..augment import AugmentFn, Augmentation, LabelMix, downsample, with_noise
 from ..losses import soft_cross_entropy
 from ..noise import noise_params, training_noise
 from ..validation import ArgumentError, check_int, check_sigma
@@ -240,7 +240,7 @@ class MaxUp(Method):
             self.augmentation: AugmentFn = Augmentation(augment, self.sigma, self.noise)
             self.augment = augment.replace(" ", "")
         elif callable(augment):
-            self.augmentation = with_gaussian(augment, self.sigma, self.noise)
+            self.augmentation = with_noise(augment, self.sigma, self.noise)
             self.augment = getattr(augment, "__qualname__", type(augment).__name__)
         else:
             raise ArgumentError("augment", f"augment must be a spec like 'cutmix' or a callable augment(x, y) -> "
