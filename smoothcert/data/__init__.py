@@ -5,7 +5,9 @@ Dataset of (image, label) with pixels in [0, 1], plus what training and certific
 
 Registered: digits (scikit-learn's bundled 8x8 digits, fixed seeded split: the offline default),
 mnist (IDX files), cifar10, cifar100 (python-pickle archives), svhn (.mat files), imagenet (an
-image folder, needs torchvision) and synthetic (deterministic Gaussian blobs, for tests).
+image folder, needs torchvision) and synthetic (deterministic Gaussian blobs, for tests). Any
+other data by its path: a tensor file (.pt / .npz with x, y) or an image folder (one sub-folder
+per class), ``smoothcert.data.external``.
 """
 from __future__ import annotations
 
@@ -78,12 +80,25 @@ def list_datasets() -> list[str]:
     return DATASETS.names()
 
 
-def get_dataset(name: str, split: str = "test", root: str | None = None, download: bool = False) -> ImageDataset:
+def get_dataset(name: str, split: str = "test", root: str | None = None, download: bool = False,
+                num_classes: int | None = None) -> ImageDataset:
     """Load dataset ``name`` (``split`` in {train, test}); ValueError with a one-line reason if
-    the name is unknown or the files are missing (saying which files to put where)."""
-    entry = DATASETS.get(name)
+    the name is unknown or the files are missing (saying which files to put where). ``name`` may
+    also be the path of a tensor file or an image folder (``data.external``; ``num_classes``
+    then overrides the count it infers)."""
     if split not in SPLITS:
         raise ArgumentError("split", f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if name not in DATASETS:
+        from .external import is_data_path, load_data_path
+
+        if is_data_path(name):
+            ds = load_data_path(name, split, num_classes)
+            ds.split = split
+            return ds
+    if num_classes is not None:
+        raise ArgumentError("num_classes", f"num_classes: dataset {name!r} knows its classes; num_classes is for a "
+                                           "tensor file or an image folder")
+    entry = DATASETS.get(name)
     if entry.needs_root and root is None:
         raise ArgumentError("data_root", f"data_root: dataset {name!r} needs a data root: {entry.help}")
     ds = entry.loader(split=split, root=root, download=download)
