@@ -33,8 +33,8 @@ METHOD_FLAGS: list[tuple[str, Any, str]] = [
                  "--num-copies (torchrun's parser claims --m)."),
     ("--warmup-epochs", int, "MaxUp: epochs of plain augmentation (m = 1) first [maxup-gauss: 5, maxup: 0]."),
     ("--augment", str, "maxup: augmentation chain, names joined by '+', each with an optional :value -- gaussian, "
-                       "crop-flip[:padding], crop[:padding] (no flip), cutout[:size], cutmix[:alpha], "
-                       "mixup[:alpha]; e.g. 'crop-flip+cutmix'."),
+                       "crop-flip[:padding], crop[:padding] (no flip), cutout[:size], cutmix[:mix_alpha], "
+                       "mixup[:mix_alpha]; e.g. 'crop-flip+cutmix'."),
     ("--select-resolution", int, "maxup: rank the m copies on images downsampled to this side; train at full size."),
     ("--alps-alpha", float, "ALPS: lam ~ Beta(alps-alpha, alps-beta) [8]."),
     ("--alps-beta", float, "ALPS: lam ~ Beta(alps-alpha, alps-beta) [2]."),
