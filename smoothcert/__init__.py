@@ -8,20 +8,56 @@ function; the module is ``smoothcert.train``), ``RunDir`` and ``load_model`` /
 ``load_model_and_dataset`` for run directories and checkpoints. Tables and plots are in
 ``smoothcert.analysis`` and ``smoothcert.plotting``.
 """
-__version__ = "0.1.0"  # before the imports: smoothcert.train records it
+__version__ = "0.1.0"  # smoothcert.train records it
 
-from .augment import AUGMENTATIONS  # noqa: E402
-from .certification import certify_dataset, predict_dataset  # noqa: E402
-from .data import DATASETS, get_dataset, list_datasets  # noqa: E402
-from .methods import METHODS, create_method, list_methods  # noqa: E402
-from .methods.maxup import maxup_loss  # noqa: E402
-from .models import MODELS, create_model, list_models  # noqa: E402
-from .noise import NOISES, GaussianNoise, LaplaceNoise, Noise, UniformNoise, get_noise  # noqa: E402
-from .registry import Registry  # noqa: E402
-from .runs import RunDir, RunReport, Selection, load_model, load_model_and_dataset  # noqa: E402
-from .smoothing import ABSTAIN, Smooth, sample_counts  # noqa: E402
-from .train import train  # noqa: E402  (the function: ``from smoothcert import train``)
-from .validation import ArgumentError  # noqa: E402
+# The public names are imported on first use (PEP 562), so that ``import smoothcert`` -- and the
+# command line's ``--help`` -- does not import torch: ``from smoothcert import Smooth`` works as before.
+import importlib as _importlib
+import sys as _sys
+import types as _types
+
+_SOURCES = {
+    ".augment": ("AUGMENTATIONS",),
+    ".certification": ("certify_dataset", "predict_dataset"),
+    ".data": ("DATASETS", "get_dataset", "list_datasets"),
+    ".methods": ("METHODS", "create_method", "list_methods"),
+    ".methods.maxup": ("maxup_loss",),
+    ".models": ("MODELS", "create_model", "list_models"),
+    ".noise": ("NOISES", "GaussianNoise", "LaplaceNoise", "Noise", "UniformNoise", "get_noise"),
+    ".registry": ("Registry",),
+    ".runs": ("RunDir", "RunReport", "Selection", "load_model", "load_model_and_dataset"),
+    ".smoothing": ("ABSTAIN", "Smooth", "sample_counts"),
+    ".train": ("train",),  # the function: ``from smoothcert import train`` (the module: ``smoothcert.train``)
+    ".validation": ("ArgumentError",),
+}
+_WHERE = {name: module for module, names in _SOURCES.items() for name in names}
+
+
+def __getattr__(name: str):  # noqa: ANN201
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'smoothcert' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module, __name__), name)
+    setattr(_sys.modules[__name__], name, value)
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))
+
+
+class _Package(_types.ModuleType):
+    """The package module: importing the submodule ``smoothcert.train`` must not replace the
+    function ``smoothcert.train`` (the import system sets a package's attribute to each submodule
+    it imports)."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "train" and isinstance(value, _types.ModuleType) and hasattr(value, "train"):
+            value = value.train
+        super().__setattr__(name, value)
+
+
+_sys.modules[__name__].__class__ = _Package
 
 __all__ = ["ABSTAIN", "AUGMENTATIONS", "ArgumentError", "DATASETS", "GaussianNoise", "LaplaceNoise", "METHODS",
            "MODELS", "NOISES", "Noise", "Registry", "RunDir", "RunReport", "Selection", "Smooth", "UniformNoise",

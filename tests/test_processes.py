@@ -113,17 +113,13 @@ class Loaded(Exception):
 
 @pytest.fixture
 def loads(monkeypatch):
-    import smoothcert.cli.attack as attack_cli
-    import smoothcert.cli.certify as certify_cli
-
     seen = []
 
     def stub(model, dataset, data_root, split, device):
         seen.append(device)
         raise Loaded(str(device))
 
-    monkeypatch.setattr(certify_cli, "load_model_and_dataset", stub)
-    monkeypatch.setattr(attack_cli, "load_model_and_dataset", stub)
+    monkeypatch.setattr("smoothcert.runs.load_model_and_dataset", stub)  # the commands import it when they run
     return seen
 
 

@@ -1,6 +1,6 @@
 """``smoothcert analyze`` and ``smoothcert plot``: thin wrappers over ``smoothcert.analysis``
-(``summarize``/``format_table``) and ``smoothcert.plotting.plot_certified_accuracy`` (imported
-only by ``plot``: matplotlib costs every other command half a second at start-up)."""
+(``summarize``/``format_table``) and ``smoothcert.plotting.plot_certified_accuracy``; the library is
+imported inside the commands, so that ``--help`` starts at once."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,10 +8,9 @@ from pathlib import Path
 import click
 
 from . import main
-from ..analysis import FORMATS, format_table, load_log, parse_radii, summarize
-from ..logs import atomic_write_bytes
 from ..validation import check_float, check_output
 from .common import user_errors
+from .names import TABLE_FORMATS as FORMATS
 
 _SUFFIX_FORMAT = {".md": "md", ".tex": "latex", ".json": "json", ".csv": "csv"}
 
@@ -69,6 +68,9 @@ def analyze(logs: tuple[Path, ...], radii: str | None, labels: tuple[str, ...], 
     bound unknown). A log without a radius column shows its plain accuracy; its certified
     accuracy at r > 0 is '-'. Logs of different norms or inputs are compared only with --mixed.
     """
+    from ..analysis import format_table, load_log, parse_radii, summarize
+    from ..logs import atomic_write_bytes
+
     if out is not None:
         check_output("out", out)
     fmt = table_format(fmt, out)
@@ -100,6 +102,7 @@ def plot(logs: tuple[Path, ...], out: Path, max_radius: float | None, labels: tu
     """Plot certified accuracy vs radius for certify logs (one curve a log, its legend entry
     naming its certificate: noise, norm, bound). The envelope over logs of different norms or
     inputs is drawn only with --mixed."""
+    from ..analysis import load_log
     from ..plotting import plot_certified_accuracy
 
     check_output("out", out)

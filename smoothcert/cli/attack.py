@@ -10,9 +10,7 @@ from typing import Any, Callable
 import click
 
 from . import main
-from ..attacks import FGSM, NORMS, PGD, SmoothedEval, attack_dataset, check_certificates
-from ..noise import NOISES, config_noise
-from ..runs import check_compatible, load_model, load_model_and_dataset
+from .names import ATTACK_NORMS as NORMS, NOISES
 from ..validation import ArgumentError, check_alpha, check_float, check_int, check_output, check_sigma
 from .certify import selection
 from .common import (batch_option, data_options, device_option, given, max_option, noise_option, quiet_option,
@@ -120,6 +118,9 @@ def _run_check(ctx: click.Context, model: Path, log: Path, dataset: str | None, 
     check_float("level", level, 0.0, 1.0, lo_open=True, hi_open=True)
     if not log.is_file():
         raise click.BadParameter(f"{str(log)!r} does not exist", param_hint="LOG")
+    from ..attacks import check_certificates
+    from ..runs import load_model_and_dataset
+
     net, config, ds = load_model_and_dataset(model, dataset, data_root, split, resolve_device(device))
     recorded = _certify_meta(log)
     sigma = _resolve_sigma(sigma, recorded, config)
@@ -233,6 +234,10 @@ def attack(ctx: click.Context, model: Path, dataset: str | None, data_root: str 
     _check_shared(sigma, num_noise_vec, n, alpha, steps, step_size, batch, out)
     if noise is not None and noise.lower() not in NOISES:
         raise ArgumentError("noise", f"noise must be one of {', '.join(NOISES)}, got {noise!r}")
+
+    from ..attacks import FGSM, PGD, SmoothedEval, attack_dataset
+    from ..noise import config_noise
+    from ..runs import check_compatible, load_model, load_model_and_dataset
 
     dev = resolve_device(device)
     net, config, ds = load_model_and_dataset(model, dataset, data_root, split, dev)

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
 from . import main
-from ..analysis import parse_radii
-from ..certification import Selection, certify_dataset, predict_dataset, run_summary
-from ..noise import BOUNDS, NORMS, config_noise
-from ..runs import load_model_and_dataset
-from ..sequential import check_radii
-from ..smoothing import Smooth
 from ..validation import check_alpha, check_float, check_int, check_output, check_sigma
+from .names import BOUNDS, CERT_NORMS as NORMS
 from .common import (amp_dtype, amp_option, channels_last_option, data_options, device_option,
                      max_option, noise_option, quiet_option, resolve_device, seed_option, user_errors)
+
+if TYPE_CHECKING:  # the library (torch) is imported by the commands' work, not for --help
+    from ..runs import Selection
+    from ..smoothing import Smooth
 
 
 class _BatchType(click.ParamType):
@@ -46,7 +45,6 @@ def _smoothing_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--sigma", type=float, default=None,
                      help="Noise level (pixel scale, [0,1] data). Default: the sigma the model was trained with."),
         noise_option(),
-        click.option("--alpha", type=float, default=0.001, show_default=True, help="Failure probability."),
         click.option("--batch", "batch", type=_BatchType(), default="1000", show_default=True,
                      help="Rows (noisy samples) per forward pass, an upper bound: the fastest chunk up to it is "
                           "probed; or 'auto': bounded by free memory (noise then drawn as with --batch 1000)."),
@@ -70,6 +68,8 @@ def _smoothing_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def selection(skip: int, max_count: int | None) -> Selection:
     """The inputs ``--skip``/``--max`` select (``--max`` omitted: all)."""
+    from ..runs import Selection
+
     return Selection(skip, -1 if max_count is None else max_count)
 
 
@@ -79,6 +79,10 @@ def _prepare(model: Path, dataset: str | None, data_root: str | None, split: str
     """Check the arguments (before any work), load the model and data, build the smoothed classifier
     (with --noise, default the noise the model was trained with; an unknown noise is refused by
     ``Smooth``, before any file is written)."""
+    from ..noise import config_noise
+    from ..runs import load_model_and_dataset
+    from ..smoothing import Smooth
+
     check_alpha(alpha)
     if batch != "auto":
         check_int("batch_size", batch, 1)
@@ -97,11 +101,15 @@ def _prepare(model: Path, dataset: str | None, data_root: str | None, split: str
     return smooth, ds  # the library records the model, its config and the settings in OUT.meta.json
 
 
+_alpha_option = click.option("--alpha", type=float, default=0.001, show_default=True, help="Failure probability.")
+
+
 @main.command()
-@_smoothing_options
 @click.option("--N0", "n0", type=int, default=100, show_default=True, help="Selection samples.")
 @click.option("--N", "n", type=int, default=100_000, show_default=True,
               help="Estimation samples (with --sequential: the most an input may use, n_max).")
+@_alpha_option
+@_smoothing_options
 @click.option("--norm", default=None,
               help=f"Certified norm: {', '.join(NORMS)} (those the noise certifies). Default: the noise's own "
                    "(gaussian l2, laplace and uniform l1).")
@@ -130,6 +138,10 @@ def certify(model: Path, dataset: str | None, data_root: str | None, split: str,
     idx label predict radius correct time (predict -1 = abstain, radius in pixel units of the
     --norm norm), and with --sequential one more column n_used (estimation samples drawn).
     """
+    from ..analysis import parse_radii
+    from ..certification import certify_dataset, run_summary
+    from ..sequential import check_radii
+
     check_int("n0", n0, 1)
     check_int("n", n, 1)
     radii = None
@@ -155,8 +167,9 @@ def certify(model: Path, dataset: str | None, data_root: str | None, split: str,
 
 
 @main.command()
-@_smoothing_options
 @click.option("--N", "n", type=int, default=100_000, show_default=True, help="Monte Carlo samples.")
+@_alpha_option
+@_smoothing_options
 @user_errors
 def predict(model: Path, dataset: str | None, data_root: str | None, split: str, sigma: float | None,
             noise: str | None, alpha: float, batch: int | str, skip: int, max_count: int | None, out: Path,
@@ -166,6 +179,8 @@ def predict(model: Path, dataset: str | None, data_root: str | None, split: str,
 
     Writes one TSV line per input: idx label predict correct time (predict -1 = abstain).
     """
+    from ..certification import predict_dataset, run_summary
+
     check_int("n", n, 1)
     smooth, ds = _prepare(model, dataset, data_root, split, sigma, noise, alpha, batch, device, amp, channels_last,
                           compile_model, out)

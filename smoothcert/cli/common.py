@@ -21,14 +21,16 @@ from __future__ import annotations
 
 from functools import wraps
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
-import torch
 from click.core import ParameterSource
 
-from ..processes import choose_device
 from ..validation import ArgumentError
+from .names import NOISES
+
+if TYPE_CHECKING:  # torch is imported by the commands' work, not by the CLI's start (--help)
+    import torch
 
 # -- library argument -> CLI flag (the one place) ---------------------------------------------------
 # Flags whose spelling differs from "--" + the argument's name with "-" for "_"; per command first.
@@ -168,6 +170,8 @@ def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of an ``--amp`` mode on ``device`` (None: float32)."""
     if mode == "none":
         return None
+    import torch
+
     if mode == "auto":
         bf16 = device.type != "cuda" or torch.cuda.is_bf16_supported()
         return torch.bfloat16 if bf16 else torch.float16
@@ -188,8 +192,6 @@ def device_option() -> Callable[..., Any]:
 
 def noise_option() -> Callable[..., Any]:
     """``--noise``: the smoothing noise (certify, predict, attack --smoothed); default the run's own."""
-    from ..noise import NOISES
-
     return click.option("--noise", default=None,
                         help=f"Smoothing noise: {', '.join(NOISES)}. Default: the noise the model was trained with.")
 
@@ -213,6 +215,8 @@ def resolve_device(device: str | None) -> torch.device:
     """``--device`` as this process's device: ``processes.choose_device`` (under torchrun ``cuda``
     is the local rank's GPU, cuda:LOCAL_RANK; another ``cuda:k`` is refused), a bad one as a
     usage error naming ``--device``."""
+    from ..processes import choose_device
+
     try:
         return choose_device(device)
     except ValueError as e:

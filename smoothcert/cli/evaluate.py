@@ -9,9 +9,6 @@ from typing import Any
 import click
 
 from . import main
-from ..corruptions import evaluate_corruptions, load_result, parse_corruptions, parse_severities
-from ..logs import atomic_write_json
-from ..runs import load_model_and_dataset
 from ..validation import check_int, check_output
 from .common import batch_option, data_options, device_option, max_option, quiet_option, resolve_device, seed_option, \
     user_errors
@@ -63,6 +60,10 @@ def evaluate(model: Path, corruptions: str, severities: str, dataset: str | None
     accuracy), RA (mean accuracy over corruptions and severities), the accuracy per corruption
     and severity, and with --baseline the corruption errors CE and their mean mCE.
     """
+    from ..corruptions import evaluate_corruptions, load_result, parse_corruptions, parse_severities
+    from ..logs import atomic_write_json
+    from ..runs import load_model_and_dataset
+
     try:
         names = parse_corruptions(corruptions)
     except ValueError as e:

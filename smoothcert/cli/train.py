@@ -19,9 +19,7 @@ import click
 from . import main
 from .common import (amp_option, channels_last_option, deprecated_option, device_option, resolve_device,
                      user_errors, warn_deprecated)
-from ..methods import METHODS, hyperparameters, parse_params
-from ..models.dubin import NORMS
-from ..train import SCHEDULES, NonFiniteLoss, train as train_run
+from .names import NORM_LAYERS as NORMS, SCHEDULES
 
 # (flag, type, help): every method parameter the CLI knows; each goes to the methods that take it
 METHOD_FLAGS: list[tuple[str, Any, str]] = [
@@ -62,6 +60,8 @@ def method_params(method: str, given: dict[str, Any], items: tuple[str, ...] = (
     """The constructor arguments of ``method`` from the method flags given (None = not given) and
     the ``-p NAME=VALUE`` items. UsageError for a flag the method does not take, a hyperparameter
     given both ways, or a required one that is missing."""
+    from ..methods import hyperparameters, parse_params
+
     accepted = {hp.name for hp in hyperparameters(method)}  # ArgumentError("method") if unknown
     params = parse_params(method, items)
     for flag, _, _ in METHOD_FLAGS:
@@ -158,6 +158,8 @@ def train(out_dir: Path | None, out: Path | None, dataset: str, data_root: str |
         out = out_dir
     if out is None:
         raise click.UsageError("Missing option '--out' (the run directory to write).")
+    from ..train import NonFiniteLoss, train as train_run
+
     params = method_params(method, given, given.pop("param_items", ()))
     dev = resolve_device(device)
     try:
@@ -181,6 +183,7 @@ def methods(name: str | None, out: Path | None) -> None:
     import json
 
     from ..logs import atomic_write_bytes
+    from ..methods import METHODS, hyperparameters
 
     listing: dict[str, Any] = {}
     for n in [name] if name else METHODS.names():
