@@ -90,7 +90,7 @@ def configure(*, dataset: str = "digits", arch: str | None = None, method: str =
     test_set = get_dataset(dataset, "test", data_root, download)
     config = json.loads(json.dumps({
         "format": "smoothcert-1", "smoothcert_version": __version__,
-        "dataset": dataset, "data_root": data_root, "arch": arch or train_set.default_arch,
+        "dataset": dataset, "data_root": data_root, "arch": arch or meth.default_arch or train_set.default_arch,
         "num_classes": train_set.num_classes, "input_shape": list(train_set.input_shape),
         "mean": list(train_set.mean), "std": list(train_set.std), "model_kwargs": dict(model_kwargs or {}),
         "sigma": float(meth.params().get("sigma") or 0.0), "method": method, "method_params": meth.params(),

@@ -45,6 +45,9 @@ def _smoothing_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--sigma", type=float, default=None,
                      help="Noise level (pixel scale, [0,1] data). Default: the sigma the model was trained with."),
         noise_option(),
+        click.option("--denoiser", type=click.Path(path_type=Path), default=None,
+                     help="Certify MODEL behind this denoiser: a run of --method denoiser or ddpm (one-shot at "
+                          "--sigma), or a diffusers pipeline folder. Default --sigma: the denoiser's."),
         click.option("--batch", "batch", type=_BatchType(), default="1000", show_default=True,
                      help="Rows (noisy samples) per forward pass, an upper bound: the fastest chunk up to it is "
                           "probed; or 'auto': bounded by free memory (noise then drawn as with --batch 1000)."),
@@ -75,7 +78,7 @@ def selection(skip: int, max_count: int | None) -> Selection:
 
 def _prepare(model: Path, dataset: str | None, data_root: str | None, split: str, sigma: float | None,
              noise: str | None, alpha: float, batch: int | str, device: str | None, amp: str, channels_last: bool,
-             compile_model: bool, out: Path) -> tuple[Smooth, Any]:
+             compile_model: bool, out: Path, denoiser: Path | None = None) -> tuple[Smooth, Any]:
     """Check the arguments (before any work), load the model and data, build the smoothed classifier
     (with --noise, default the noise the model was trained with; an unknown noise is refused by
     ``Smooth``, before any file is written)."""
@@ -91,6 +94,10 @@ def _prepare(model: Path, dataset: str | None, data_root: str | None, split: str
         check_sigma(sigma, positive=True)
     dev = resolve_device(device)
     net, config, ds = load_model_and_dataset(model, dataset, data_root, split, dev)
+    if denoiser is not None:  # denoised smoothing: MODEL behind the denoiser (smoothcert.denoisers.loading)
+        from ..denoisers.loading import through_denoiser
+
+        net, sigma = through_denoiser(net, config, denoiser, sigma, dev)
     if sigma is None:
         sigma = config.get("sigma")
         if not sigma:
@@ -127,8 +134,9 @@ _alpha_option = click.option("--alpha", type=float, default=0.001, show_default=
                    "more than TOL.  [default: 0.01 sigma]")
 @user_errors
 def certify(model: Path, dataset: str | None, data_root: str | None, split: str, sigma: float | None,
-            noise: str | None, alpha: float, batch: int | str, skip: int, max_count: int | None, out: Path,
-            seed: int | None, pack: int, device: str | None, amp: str, channels_last: bool, compile_model: bool,
+            noise: str | None, denoiser: Path | None, alpha: float, batch: int | str, skip: int,
+            max_count: int | None, out: Path, seed: int | None, pack: int, device: str | None, amp: str,
+            channels_last: bool, compile_model: bool,
             quiet: bool, n0: int, n: int, norm: str | None, bound: str, sequential: bool, radii_spec: str | None,
             tol: float | None) -> None:
     """Certify the smoothed classifier on a dataset split (CERTIFY of Cohen et al., 2019).
@@ -156,7 +164,7 @@ def certify(model: Path, dataset: str | None, data_root: str | None, split: str,
     if tol is not None:
         check_float("tol", tol, 0.0, lo_open=True)
     smooth, ds = _prepare(model, dataset, data_root, split, sigma, noise, alpha, batch, device, amp, channels_last,
-                          compile_model, out)
+                          compile_model, out, denoiser)
     norm, bound = smooth.check_options(norm, bound)  # --norm/--bound for this noise, before the log is created
     report = certify_dataset(smooth, ds, out, n0=n0, n=n, alpha=alpha, batch_size=_noise_block(batch),
                              selection=selection(skip, max_count), seed=seed, pack=pack,
@@ -172,8 +180,9 @@ def certify(model: Path, dataset: str | None, data_root: str | None, split: str,
 @_smoothing_options
 @user_errors
 def predict(model: Path, dataset: str | None, data_root: str | None, split: str, sigma: float | None,
-            noise: str | None, alpha: float, batch: int | str, skip: int, max_count: int | None, out: Path,
-            seed: int | None, pack: int, device: str | None, amp: str, channels_last: bool, compile_model: bool,
+            noise: str | None, denoiser: Path | None, alpha: float, batch: int | str, skip: int,
+            max_count: int | None, out: Path, seed: int | None, pack: int, device: str | None, amp: str,
+            channels_last: bool, compile_model: bool,
             quiet: bool, n: int) -> None:
     """Predict with the smoothed classifier on a dataset split (PREDICT of Cohen et al., 2019).
 
@@ -183,7 +192,7 @@ def predict(model: Path, dataset: str | None, data_root: str | None, split: str,
 
     check_int("n", n, 1)
     smooth, ds = _prepare(model, dataset, data_root, split, sigma, noise, alpha, batch, device, amp, channels_last,
-                          compile_model, out)
+                          compile_model, out, denoiser)
     report = predict_dataset(smooth, ds, out, n=n, alpha=alpha, batch_size=_noise_block(batch),
                              selection=selection(skip, max_count), seed=seed, pack=pack,
                              progress=not quiet)

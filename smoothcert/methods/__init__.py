@@ -17,7 +17,7 @@ from .base import Method, TrainContext
 # dependency breaks only that module's methods)
 METHODS: Registry[type[Method]] = Registry(
     "method", "method", modules=("gauss", "maxup", "alps", "smoothadv", "augmix", "augmax", "stability", "consistency", "macer",
-                               "smoothmix", "catrs"), package=__name__)
+                               "smoothmix", "catrs", "denoiser", "ddpm"), package=__name__)
 
 
 def register_method(name: str) -> Callable[[type[Method]], type[Method]]:

@@ -40,12 +40,17 @@ class Method:
       a pass over the training set before training (CAT-RS's smoothed confidences) do it here.
     * ``uses_index``: when True the Trainer calls ``loss(model, x, y, index=idx)`` with the
       (B,) dataset indices of the batch (per-input targets computed in ``setup``).
+    * ``evaluate_model(model)``: the module whose noisy test accuracy the Trainer logs each
+      epoch, given the trained model; default the model itself (a denoiser's method returns
+      the classifier behind it; None: nothing to measure, logged as nan).
+    * ``default_arch``: the arch trained when none is given (None: the dataset's).
     * After ``loss``, ``self.last_correct`` (a 0-dim tensor, left on the device: no host sync) and
       ``self.last_count`` (int) describe the training accuracy on the samples trained on.
     """
 
     name: ClassVar[str] = ""
     uses_index: ClassVar[bool] = False
+    default_arch: ClassVar[str | None] = None
 
     def __init__(self) -> None:
         self.last_correct: torch.Tensor | None = None
@@ -62,6 +67,10 @@ class Method:
 
     def params(self) -> dict[str, Any]:
         raise NotImplementedError
+
+    def evaluate_model(self, model: nn.Module) -> nn.Module | None:
+        """The module whose accuracy the Trainer logs (``test_acc_noisy``); default ``model``."""
+        return model
 
     def _record_accuracy(self, logits: torch.Tensor, y: torch.Tensor) -> None:
         """Store the count of correct top-1 predictions (hard labels ``y``) for the Trainer's log."""

@@ -40,16 +40,19 @@ def create_model(
     """Build ``NormalizeLayer(mean, std)`` followed by the registered network ``name``.
     ``mean``/``std`` default to 0/1 (no normalisation). ``norm`` other than "bn" (dubn, dubin:
     AugMax's dual normalisation) converts the network with ``models.dubin.apply_norm``."""
-    net = MODELS.get(name)(num_classes=num_classes, in_channels=in_channels, input_size=input_size, **kwargs)
+    builder = MODELS.get(name)
+    net = builder(num_classes=num_classes, in_channels=in_channels, input_size=input_size, **kwargs)
     if norm != "bn":
         from .dubin import apply_norm
 
         net = apply_norm(net, norm)
+    if getattr(builder, "pixel_space", False):  # image-to-image nets (denoisers, models.denoising): pixels in, no
+        mean, std = [0.0], [1.0]  # dataset normalisation -- the identity, broadcast over any number of channels
     mean = [0.0] * in_channels if mean is None else list(mean)
     std = [1.0] * in_channels if std is None else list(std)
     return nn.Sequential(NormalizeLayer(mean, std), net)
 
 
-from . import cifar_resnet, lenet, preact_resnet, resnet, wrn  # noqa: E402,F401  (register families)
+from . import cifar_resnet, denoising, lenet, preact_resnet, resnet, wrn  # noqa: E402,F401  (register families)
 
 __all__ = ["MODELS", "NormalizeLayer", "create_model", "list_models", "register_model"]

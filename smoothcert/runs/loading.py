@@ -71,6 +71,8 @@ def _reference_config(ckpt: dict[str, Any], where: str) -> dict[str, Any]:
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Sequential, dict[str, Any]]:
     """Load a model from a run directory or a checkpoint file; returns (model in eval mode, config).
+    A run of the ``denoiser`` method loads as ``Denoised(denoiser, classifier)`` with the
+    classifier it records (``denoisers.loading.deployed``).
     ArgumentError (argument ``model``, one line) for a missing, corrupt or unknown checkpoint, a
     damaged config, or weights that do not fit the architecture."""
     path = Path(path)
@@ -90,6 +92,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
         load_weights(model, ckpt["state_dict"], where, frozenset({"0.mean", "0.std"}) if reference else frozenset(),
                      arch=config["arch"])
         model = model.to(device).eval()
+    from ..denoisers.loading import deployed  # a denoiser run: Denoised(denoiser, its recorded classifier)
+
+    model = deployed(model, config, device, repr(str(path)))
     _PROVENANCE[model] = {"model": str(path), "config": config}
     return model, config
 
