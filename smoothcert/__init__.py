@@ -19,6 +19,7 @@ import types as _types
 _SOURCES = {
     ".augment": ("AUGMENTATIONS",),
     ".certification": ("certify_dataset", "predict_dataset"),
+    ".configs": ("CertifyConfig", "TrainConfig"),
     ".data": ("DATASETS", "get_dataset", "list_datasets"),
     ".methods": ("METHODS", "create_method", "list_methods"),
     ".methods.maxup": ("maxup_loss",),
@@ -59,8 +60,9 @@ class _Package(_types.ModuleType):
 
 _sys.modules[__name__].__class__ = _Package
 
-__all__ = ["ABSTAIN", "AUGMENTATIONS", "ArgumentError", "DATASETS", "GaussianNoise", "LaplaceNoise", "METHODS",
-           "MODELS", "NOISES", "Noise", "Registry", "RunDir", "RunReport", "Selection", "Smooth", "UniformNoise",
+__all__ = ["ABSTAIN", "AUGMENTATIONS", "ArgumentError", "CertifyConfig", "DATASETS", "GaussianNoise", "LaplaceNoise",
+           "METHODS", "MODELS", "NOISES", "Noise", "Registry", "RunDir", "RunReport", "Selection", "Smooth",
+           "TrainConfig", "UniformNoise",
            "certify_dataset", "create_method", "create_model", "get_dataset", "get_noise", "list_datasets",
            "list_methods", "list_models", "load_model", "load_model_and_dataset", "maxup_loss", "predict_dataset",
            "sample_counts", "train", "__version__"]

@@ -24,19 +24,21 @@ from __future__ import annotations
 import inspect
 import os
 from dataclasses import replace
-from typing import Any, Sequence
+from typing import Any
 
+import numpy as np
 import torch
 
 from .data import ImageDataset
 from .logs import CERTIFY_COLUMNS, PREDICT_COLUMNS, floor_decimal, read_rows
 from .runs.logged import LoggedJob, RunReport, Selection, read_meta, run_job
 from .runs.loading import model_fingerprint, provenance
-from .sequential import check_radii
+from .configs import CertifyConfig
 from .smoothing import Smooth
-from .validation import ArgumentError, check_alpha, check_float, check_int
+from .validation import ArgumentError, check_alpha, check_int
 
 RADIUS_PLACES = 4  # decimals of a logged radius (rounded down)
+_POSITIONAL = ("n0", "n", "alpha", "batch_size")  # certify_dataset's positional settings (Cohen et al.'s order)
 # recorded setting -> the argument of certify_dataset it comes from (for error messages)
 _NAMES = {"N0": "n0", "N": "n", "model_sha256": "model", "batch": "batch_size"}
 
@@ -80,57 +82,73 @@ def _describe(smooth: Smooth, meta: dict[str, Any] | None) -> tuple[dict[str, An
     return source, settings, recorded
 
 
+def _certify_config(args: tuple[Any, ...], config: CertifyConfig | None, settings: dict[str, Any]) -> CertifyConfig:
+    """The CertifyConfig of a ``certify_dataset`` call: ``config`` (or a CertifyConfig as the first
+    positional argument) with the keyword ``settings``; positional values are n0, n, alpha,
+    batch_size, in Cohen et al.'s order."""
+    if args and isinstance(args[0], CertifyConfig):
+        if config is not None:
+            raise TypeError("certify_dataset got two configs (positional and config=)")
+        config, args = args[0], args[1:]
+    if len(args) > len(_POSITIONAL):
+        raise TypeError(f"certify_dataset takes at most {len(_POSITIONAL)} positional settings "
+                        f"({', '.join(_POSITIONAL)}), got {len(args)}")
+    for name, value in zip(_POSITIONAL, args):
+        if name in settings:
+            raise TypeError(f"certify_dataset got multiple values for argument {name!r}")
+        settings[name] = value
+    return CertifyConfig.build(config, settings)
+
+
+def _check_classifier(config: CertifyConfig, settings: dict[str, Any]) -> None:
+    """ArgumentError naming noise or sigma if the config names another than the smoothed classifier's."""
+    for name in ("noise", "sigma"):
+        wanted = getattr(config, name)
+        if wanted is not None and wanted != settings[name]:
+            raise ArgumentError(name, f"{name}: the config certifies with {name} {wanted!r}, the smoothed classifier "
+                                      f"has {settings[name]!r}; build Smooth with it, or leave {name} out of the "
+                                      "config")
+
+
 def certify_dataset(
     smooth: Smooth,
     dataset: ImageDataset,
     out: str | os.PathLike,
-    n0: int = 100,
-    n: int = 100_000,
-    alpha: float = 0.001,
-    batch_size: int = 1000,
-    *,
-    selection: Selection = Selection(),
-    seed: int | None = None,
-    pack: int = 1,
+    *args: Any,
+    config: CertifyConfig | None = None,
     progress: bool = False,
     meta: dict[str, Any] | None = None,
-    sequential: bool = False,
-    radii: Sequence[float] | None = None,
-    tol: float | None = None,
-    **options: Any,
+    **settings: Any,
 ) -> RunReport:
     """CERTIFY (Cohen et al., 2019) every selected input of ``dataset`` into the TSV log ``out``
-    (see the module doc). ``pack`` inputs share each call to ``Smooth.certify_batch`` (their
-    samples share forward batches), which keeps a large device busy when the model is small and
-    ``n`` is small. ``options`` (e.g. ``norm``, ``bound``) go to ``certify_batch`` and into the
-    recorded settings; ``meta`` adds caller fields to the metadata (the runner's own keys win).
-    Returns a ``RunReport`` (usable as the log's path).
+    (see the module doc) with the settings ``config`` (a ``CertifyConfig``; also the fourth
+    positional argument: ``certify_dataset(smooth, ds, out, config)``), or given as keywords --
+    ``n0=100, n=100_000, alpha=0.001, batch_size=1000`` (also positionally, in this order),
+    ``selection``, ``seed``, ``pack``, ``norm``, ``bound``, ``sequential``, ``radii``, ``tol`` --;
+    keywords given with a config change it, and keywords that are not CertifyConfig fields are
+    options of the Smooth call (recorded in the settings). ``pack`` inputs share each call to
+    ``Smooth.certify_batch`` (their samples share forward batches), which keeps a large device
+    busy when the model is small and ``n`` is small. ``meta`` adds caller fields to the metadata
+    (the runner's own keys win). Returns a ``RunReport`` (usable as the log's path).
 
     ``sequential=True``: ``Smooth.certify_sequential_batch`` with ``n`` as n_max, the grid
     ``radii`` (the logged radius is then the certified grid level, a lower bound on the radius)
     or the tolerance ``tol``; the log gets one more trailing column ``n_used`` (estimation
     samples drawn) and the report counts the samples actually drawn."""
-    _check_sampling(n0=n0, n=n, batch_size=batch_size, alpha=alpha)
-    pack = check_int("pack", pack, 1)
+    config = _certify_config(args, config, settings)  # every argument is checked before any file is touched
+    sequential = config.sequential
+    options = config.call_options()
     _check_call(smooth.certify_sequential_batch if sequential else smooth.certify_batch, options,
-                "sequential certify" if sequential else "certify", selection, meta)
-    if not sequential:
-        for name, value in (("radii", radii), ("tol", tol)):
-            if value is not None:
-                raise ArgumentError(name, f"{name} needs sequential=True (a sequential stopping rule)")
-    else:
-        radii = check_radii(radii)
-        if tol is not None:
-            tol = check_float("tol", tol, 0.0, lo_open=True)
-    norm, bound = smooth.check_options(**options, sequential=sequential)  # before any file is touched
+                "sequential certify" if sequential else "certify", config.selection, meta)
+    norm, bound = smooth.check_options(config.norm, config.bound, sequential=sequential)
     source, settings, recorded = _describe(smooth, meta)
+    _check_classifier(config, settings)
     # the norm and bound certified, always (norm None is the noise's natural norm), so a resume
     # compares what was certified, not how it was asked for; logs from before several noises
-    # existed record neither and resume as Gaussian L2 one-sided runs (runner.LEGACY_DEFAULTS)
-    settings.update({"N0": n0, "N": n, "alpha": alpha, "pack": pack, **options, "norm": norm, "bound": bound,
-                     "sequential": bool(sequential)})
-    if sequential:
-        settings.update({"radii": None if radii is None else radii.tolist(), "tol": tol})
+    # existed record neither and resume as Gaussian L2 one-sided runs (runs.logged.LEGACY_DEFAULTS)
+    settings.update(config.settings(norm, bound))
+    n0, n, alpha, batch_size = config.n0, config.n, config.alpha, config.batch_size
+    radii = None if config.radii is None else np.asarray(config.radii, dtype=np.float64)
     drawn = [0]
 
     def step(idx: list[int], xs: torch.Tensor, ys: torch.Tensor, gen: torch.Generator) -> list[list[Any]]:
@@ -138,16 +156,16 @@ def certify_dataset(
             pred, radius = smooth.certify_batch(xs, n0, n, alpha, batch_size, gen, **options)
             return [[int(p), floor_decimal(float(r), RADIUS_PLACES), int(int(p) == y)]
                     for p, r, y in zip(pred, radius, ys.tolist())]
-        pred, radius, used = smooth.certify_sequential_batch(xs, n0, n, alpha, batch_size, radii, tol, gen,
+        pred, radius, used = smooth.certify_sequential_batch(xs, n0, n, alpha, batch_size, radii, config.tol, gen,
                                                              **options)
         drawn[0] += n0 * len(idx) + int(used.sum())
         return [[int(p), floor_decimal(float(r), RADIUS_PLACES), int(int(p) == y), int(u)]
                 for p, r, y, u in zip(pred, radius, ys.tolist(), used.tolist())]
 
     job = LoggedJob(key="certify", columns=CERTIFY_COLUMNS + (("n_used",) if sequential else ()), work=step,
-                    settings=settings, recorded={**recorded, "batch": batch_size}, selection=selection,
-                    per_batch=pack, samples_per_input=0 if sequential else n0 + n, names=_NAMES, meta=source)
-    report = run_job(job, dataset, out, device=smooth.device, seed=seed, progress=progress)
+                    settings=settings, recorded={**recorded, **config.recorded()}, selection=config.selection,
+                    per_batch=config.pack, samples_per_input=0 if sequential else n0 + n, names=_NAMES, meta=source)
+    report = run_job(job, dataset, out, device=smooth.device, seed=config.seed, progress=progress)
     return replace(report, samples=drawn[0]) if sequential else report
 
 
@@ -208,4 +226,5 @@ def run_summary(report: RunReport) -> str:
     return f"{', '.join(parts)}; this run: {report.written} inputs, {speed} -> {report.path}"
 
 
-__all__ = ["RADIUS_PLACES", "RunReport", "Selection", "certify_dataset", "predict_dataset", "run_summary"]
+__all__ = ["CertifyConfig", "RADIUS_PLACES", "RunReport", "Selection", "certify_dataset", "predict_dataset",
+           "run_summary"]

@@ -1,7 +1,8 @@
 """``train()``, the library call behind ``smoothcert train``, in three readable pieces:
 
-1. **Configuration** (``configure``): check the arguments, build the method and load the data;
-   the result (``TrainSetup``) holds the ``config`` dict that ``config.json`` records.
+1. **Configuration** (``TrainConfig``, ``smoothcert.configs``: every setting, checked once;
+   ``configure``: build the method and load the data): the result (``TrainSetup``) holds the
+   ``config`` dict that ``config.json`` records.
 2. **The run directory** (``RunDir``, ``smoothcert.runs.directory``): decides whether to start afresh
    (an absent or empty folder, or ``overwrite``) or resume (same config, except
    ``RESUME_MAY_CHANGE``) -- a folder with content is never overwritten without ``overwrite`` --
@@ -38,68 +39,45 @@ from .logs import OutputError, TSVLog
 from .methods import Method, TrainContext, create_method
 from .noise import config_noise
 from .processes import ProcessGroup
-from .runs.directory import RESUME_MAY_CHANGE, TRAIN_COLUMNS, TRAIN_LOG_NAME, RunDir, build_model
-from .trainer import SCHEDULES, Batches, EpochResult, NonFiniteLoss, Trainer, epoch_seed
-from .seeding import check_seed
-from .validation import ArgumentError, check_float, check_int
+from .configs import SCHEDULES, TrainConfig
+from .runs.directory import FORMAT, RESUME_MAY_CHANGE, TRAIN_COLUMNS, TRAIN_LOG_NAME, RunDir, build_model
+from .trainer import Batches, EpochResult, NonFiniteLoss, Trainer, epoch_seed
+from .validation import ArgumentError
 
 
 # -- 1. configuration ----------------------------------------------------------------------------
 @dataclass
 class TrainSetup:
     """What ``configure`` checked and built: the config (as config.json records it), the method
-    object and the two splits."""
+    object, the two splits and the checked ``settings`` (the ``TrainConfig``)."""
 
     config: dict[str, Any]
     method: Method
     train_set: ImageDataset
     test_set: ImageDataset
+    settings: TrainConfig | None = None
 
 
-def configure(*, dataset: str = "digits", arch: str | None = None, method: str = "gauss",
-              method_params: dict[str, Any] | None = None, epochs: int = 90, batch_size: int = 256, lr: float = 0.1,
-              momentum: float = 0.9, weight_decay: float = 1e-4, schedule: str = "step", lr_step_size: int = 30,
-              lr_gamma: float = 0.1, data_root: str | os.PathLike | None = None, download: bool = False,
-              seed: int = 0, amp: bool = False, channels_last: bool = False, model_kwargs: dict[str, Any] | None = None,
-              max_train_samples: int | None = None, max_test_samples: int | None = None,
-              world_size: int = 1) -> TrainSetup:
-    """Check the training arguments (ArgumentError naming the bad one), build the method, load
-    both splits and return them with the run's config."""
-    epochs = check_int("epochs", epochs, 1)
-    batch_size = check_int("batch_size", batch_size, 1)
-    lr = check_float("lr", lr, 0.0, lo_open=True)
-    momentum = check_float("momentum", momentum, 0.0, 1.0, hi_open=True)
-    weight_decay = check_float("weight_decay", weight_decay, 0.0)
-    if schedule not in SCHEDULES:
-        raise ArgumentError("schedule", f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
-    lr_step_size = check_int("lr_step_size", lr_step_size, 1)
-    lr_gamma = check_float("lr_gamma", lr_gamma, 0.0, 1.0, lo_open=True)
-    seed = check_seed(seed)
-    for name, v in (("max_train_samples", max_train_samples), ("max_test_samples", max_test_samples)):
-        if v is not None:
-            check_int(name, v, 1)
-    if batch_size % world_size:
-        raise ArgumentError("batch_size", f"batch_size ({batch_size}) must be a multiple of the number of processes "
-                                          f"({world_size})")
-    if data_root is not None:
-        data_root = str(Path(data_root).resolve())
-        if not Path(data_root).is_dir():
-            raise ArgumentError("data_root", f"data_root {data_root!r} does not exist")
-    meth = create_method(method, **dict(method_params or {}))
-    train_set = get_dataset(dataset, "train", data_root, download)
-    test_set = get_dataset(dataset, "test", data_root, download)
-    config = json.loads(json.dumps({
-        "format": "smoothcert-1", "smoothcert_version": __version__,
-        "dataset": dataset, "data_root": data_root, "arch": arch or meth.default_arch or train_set.default_arch,
-        "num_classes": train_set.num_classes, "input_shape": list(train_set.input_shape),
-        "mean": list(train_set.mean), "std": list(train_set.std), "model_kwargs": dict(model_kwargs or {}),
-        "sigma": float(meth.params().get("sigma") or 0.0), "method": method, "method_params": meth.params(),
-        "train_augment": train_set.train_augment, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-        "momentum": momentum, "weight_decay": weight_decay, "schedule": schedule, "lr_step_size": lr_step_size,
-        "lr_gamma": lr_gamma, "seed": seed, "amp": bool(amp), "channels_last": bool(channels_last),
-        "world_size": world_size, "max_train_samples": max_train_samples, "max_test_samples": max_test_samples,
+def configure(config: TrainConfig | None = None, *, world_size: int = 1, **settings: Any) -> TrainSetup:
+    """Check the training settings (``config``, a ``TrainConfig``, or its fields as keywords:
+    ArgumentError naming the bad one), build the method, load both splits and return them with
+    the run's config as config.json records it (``TrainConfig.to_json`` and what follows from it).
+    ``world_size``: the number of torchrun processes, which must divide the batch."""
+    c = TrainConfig.build(config, settings)
+    if c.batch_size % world_size:
+        raise ArgumentError("batch_size", f"batch_size ({c.batch_size}) must be a multiple of the number of "
+                                          f"processes ({world_size})")
+    meth = create_method(c.method, **c.method_params)
+    train_set = get_dataset(c.dataset, "train", c.data_root, c.download)
+    test_set = get_dataset(c.dataset, "test", c.data_root, c.download)
+    config_json = json.loads(json.dumps({
+        "format": FORMAT, "smoothcert_version": __version__, **c.to_json(),
+        "arch": c.arch or train_set.default_arch, "num_classes": train_set.num_classes,
+        "input_shape": list(train_set.input_shape), "mean": list(train_set.mean), "std": list(train_set.std),
+        "sigma": float(meth.params().get("sigma") or 0.0), "method_params": meth.params(),
+        "train_augment": train_set.train_augment, "world_size": world_size,
     }))
-    return TrainSetup(config, meth, train_set, test_set)
+    return TrainSetup(config_json, meth, train_set, test_set, c)
 
 
 # -- 2. the run directory, written epoch by epoch ------------------------------------------------------
@@ -142,43 +120,26 @@ class _EpochWriter:
 # -- 3. the library entry point: configuration, run directory, loop ----------------------------------
 def train(
     out_dir: str | os.PathLike,
+    config: TrainConfig | None = None,
     *,
-    dataset: str = "digits",
-    arch: str | None = None,
-    method: str = "gauss",
-    method_params: dict[str, Any] | None = None,
-    epochs: int = 90,
-    batch_size: int = 256,
-    lr: float = 0.1,
-    momentum: float = 0.9,
-    weight_decay: float = 1e-4,
-    schedule: str = "step",
-    lr_step_size: int = 30,
-    lr_gamma: float = 0.1,
-    data_root: str | os.PathLike | None = None,
-    download: bool = False,
-    seed: int = 0,
     device: str | torch.device | None = None,
-    amp: bool = False,
-    channels_last: bool = False,
     resume: bool = False,
     overwrite: bool = False,
     quiet: bool = False,
-    model_kwargs: dict[str, Any] | None = None,
-    num_workers: int = 0,
-    max_train_samples: int | None = None,
-    max_test_samples: int | None = None,
+    **settings: Any,
 ) -> Path:
-    """Train ``arch`` on ``dataset`` with training method ``method`` into the run directory ``out_dir``
-    (config.json, checkpoint.pt, train_log.tsv; see the module doc and ``smoothcert.runs``).
+    """Train into the run directory ``out_dir`` (config.json, checkpoint.pt, train_log.tsv; see
+    the module doc and ``smoothcert.runs``) with the settings ``config`` (a ``TrainConfig``), or
+    given as keywords -- ``train(out, method="gauss", method_params={"sigma": 0.25}, epochs=20)``:
+    the ``TrainConfig`` fields (dataset, arch, method, method_params, model_kwargs, epochs,
+    batch_size, lr, ..., seed, amp, channels_last, data_root, download, num_workers,
+    max_train_samples, max_test_samples); keywords given with a config change it.
 
     ``method_params`` are the method's constructor arguments (e.g. {"sigma": 0.25, "m": 4}).
-    ``arch`` defaults to the dataset's ``default_arch``; ``model_kwargs`` go to ``create_model``
-    (e.g. {"norm": "dubin"}). ``batch_size`` is the global batch (over all torchrun processes).
-    ``max_train_samples``/``max_test_samples`` use the first N inputs of a split (quick runs).
-    ``channels_last``: NHWC weights and batches (a speed choice only; a resume may change it).
-    ``seed`` (default 0, as the CLI's ``--seed``: reproducible by default) seeds the
-    initialisation, the batches and the noise; any integer in [0, 2**63 - 1].
+    ``arch`` defaults to the dataset's ``default_arch``; ``model_kwargs`` go to
+    ``create_model`` (e.g. {"norm": "dubin"}). ``batch_size`` is the global batch (over all
+    torchrun processes). ``seed`` (default 0, as the CLI's ``--seed``: reproducible by default)
+    seeds the initialisation, the batches and the noise. ``device``: ``processes.choose_device``.
     ``out_dir`` absent or empty: a fresh run. A folder with content is never overwritten
     unless ``overwrite``: ``resume`` continues the run there (its checkpoint.pt, with the same
     config, except ``epochs`` for step schedules, ``data_root`` and ``channels_last``; a folder
@@ -192,24 +153,15 @@ def train(
     read-only folder, a full disk); in both cases the last good checkpoint is kept and a resume
     continues from it."""
     out = Path(out_dir)
-    num_workers = check_int("num_workers", num_workers, 0)
+    c = TrainConfig.build(config, settings)  # every setting is checked before a process group starts
     processes = ProcessGroup(device)  # under torchrun: cuda means cuda:LOCAL_RANK (processes.py)
     try:
-        setup = configure(dataset=dataset, arch=arch, method=method, method_params=method_params, epochs=epochs,
-                          batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                          schedule=schedule, lr_step_size=lr_step_size, lr_gamma=lr_gamma, data_root=data_root,
-                          download=download, seed=seed, amp=amp, channels_last=channels_last,
-                          model_kwargs=model_kwargs, max_train_samples=max_train_samples,
-                          max_test_samples=max_test_samples, world_size=processes.world)
+        setup = configure(c, world_size=processes.world)
         config, rank = setup.config, processes.rank
         run = RunDir(out)
         ckpt = run.resume_point(config, resume, processes.device, overwrite=bool(overwrite))
         torch.manual_seed(config["seed"])
-        trainer = Trainer(build_model(config), setup.method, epochs=config["epochs"], lr=config["lr"],
-                          momentum=config["momentum"], weight_decay=config["weight_decay"],
-                          schedule=config["schedule"], lr_step_size=config["lr_step_size"],
-                          lr_gamma=config["lr_gamma"], device=processes.device, amp=amp, ddp=processes.active,
-                          channels_last=channels_last)
+        trainer = Trainer(build_model(config), setup.method, c, device=processes.device, ddp=processes.active)
         start = 0
         if ckpt is not None:
             trainer.load_state_dict(ckpt)
@@ -224,15 +176,16 @@ def train(
             return out
         if talk and start:
             print(f"{out}: resuming after epoch {start}", file=sys.stderr)
-        common = dict(rank=rank, world=processes.world, device=processes.device, num_workers=num_workers)
+        common = dict(rank=rank, world=processes.world, device=processes.device, num_workers=c.num_workers)
         train_batches = Batches(setup.train_set, config["batch_size"], train=True, seed=config["seed"],
-                                limit=max_train_samples, **common)
-        test_batches = Batches(setup.test_set, config["batch_size"], train=False, limit=max_test_samples, **common)
+                                limit=c.max_train_samples, **common)
+        test_batches = Batches(setup.test_set, config["batch_size"], train=False, limit=c.max_test_samples,
+                               **common)
         if len(train_batches) == 0:
             raise ArgumentError("max_train_samples", f"max_train_samples: the training set ({train_batches.n} inputs) "
                                                      "is too small for batches of 2 inputs per process")
         setup.method.setup(TrainContext(setup.train_set, config["num_classes"], processes.device, out, rank == 0,
-                                        max_train_samples, config["seed"], talk and sys.stderr.isatty()))
+                                        c.max_train_samples, config["seed"], talk and sys.stderr.isatty()))
         writer = _EpochWriter(run, config, trainer, write=rank == 0, talk=talk, start=start)
         failed = True
         try:
@@ -257,4 +210,4 @@ def train(
 
 
 __all__ = ["Batches", "NonFiniteLoss", "RESUME_MAY_CHANGE", "SCHEDULES", "TRAIN_COLUMNS", "TRAIN_LOG_NAME",
-           "TrainSetup", "Trainer", "configure", "epoch_seed", "train"]
+           "TrainConfig", "TrainSetup", "Trainer", "configure", "epoch_seed", "train"]

@@ -38,13 +38,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .augment import crop_flip
+from .configs import SCHEDULES, TrainConfig
 from .data import ImageDataset, TensorImageDataset
 from .methods import Method
 from .noise import add_noise
 from .processes import ProcessGroup
 from .seeding import derive_seed
-
-SCHEDULES = ("step", "cosine")
 
 
 class NonFiniteLoss(RuntimeError):
@@ -129,16 +128,19 @@ class Trainer:
     """Optimiser, schedule, AMP and (optionally) DDP around ``method.loss``; one ``step`` per batch.
 
     ``model`` is the plain model (``nn.Sequential(NormalizeLayer, net)``), moved to ``device``;
-    ``self.net`` is what methods see (the DDP wrapper under ``ddp=True``). ``channels_last`` puts
-    the weights and every 4-d batch in NHWC layout (same maths; conv-heavy steps such as LeNet's
-    SmoothAdv step ran 1.55x faster on a 2-core CPU)."""
+    ``self.net`` is what methods see (the DDP wrapper under ``ddp=True``). The optimisation
+    settings come from ``config`` (a ``TrainConfig``: epochs, lr, momentum, weight_decay,
+    schedule, lr_step_size, lr_gamma, amp, channels_last; its other fields are not the loop's),
+    or as keywords (``Trainer(model, method, epochs=1, lr=0.05)``: they build or change the
+    config). ``channels_last`` puts the weights and every 4-d batch in NHWC layout (same maths,
+    another speed)."""
 
-    def __init__(self, model: nn.Module, method: Method, *, epochs: int, lr: float = 0.1, momentum: float = 0.9,
-                 weight_decay: float = 1e-4, schedule: str = "step", lr_step_size: int = 30, lr_gamma: float = 0.1,
-                 device: torch.device = torch.device("cpu"), amp: bool = False, ddp: bool = False,
-                 channels_last: bool = False):
+    def __init__(self, model: nn.Module, method: Method, config: TrainConfig | None = None, *,
+                 device: str | torch.device = torch.device("cpu"), ddp: bool = False, **settings: Any):
+        self.config = config = TrainConfig.build(config, settings)
+        epochs, lr, momentum, weight_decay = config.epochs, config.lr, config.momentum, config.weight_decay
         self.device = torch.device(device)
-        self.channels_last = bool(channels_last)
+        self.channels_last = config.channels_last
         self.model = model.to(self.device,
                               memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
         self.method = method
@@ -154,14 +156,13 @@ class Trainer:
         else:
             self.net = self.model
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-        if schedule == "step":
-            self.scheduler: Any = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=lr_step_size, gamma=lr_gamma)
-        elif schedule == "cosine":
+        if config.schedule == "step":
+            self.scheduler: Any = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=config.lr_step_size,
+                                                                  gamma=config.lr_gamma)
+        else:  # "cosine" (TrainConfig checked the name against SCHEDULES)
             self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=epochs)
-        else:
-            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
         self.amp_dtype: torch.dtype | None = None
-        if amp:
+        if config.amp:
             if self.device.type != "cuda":
                 raise ValueError("amp needs a CUDA device")
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -242,12 +243,7 @@ class Trainer:
     def evaluate(self, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], sigma: float, seed: int,
                  dist_info: ProcessGroup | None = None, noise: str = "gaussian") -> float:
         """Accuracy of the base model (eval mode) on x + N(0, sigma^2 I) (``noise`` at sigma; x
-        itself for sigma == 0), the noise from a generator seeded by ``seed``: the same draw every epoch.
-        The base model is ``method.evaluate_model(model)`` (the model itself unless the method
-        says otherwise; None: nan)."""
-        net = self.method.evaluate_model(self.model)
-        if net is None:
-            return float("nan")
+        itself for sigma == 0), the noise from a generator seeded by ``seed``: the same draw every epoch."""
         was_training = self.model.training
         self.model.eval()
         gen = torch.Generator(device=self.device).manual_seed(seed) if sigma > 0 else None
@@ -255,7 +251,7 @@ class Trainer:
         try:
             with self._autocast():
                 for x, y in batches:
-                    pred = net(add_noise(x, sigma, noise, gen)).argmax(1)
+                    pred = self.model(add_noise(x, sigma, noise, gen)).argmax(1)
                     counts[0] += (pred == y).sum()
                     counts[1] += y.shape[0]
         finally:

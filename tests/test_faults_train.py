@@ -28,7 +28,7 @@ from smoothcert.data import get_dataset
 from smoothcert.logs import OutputError, read_tsv
 from smoothcert.runner import derived_seed, meta_path
 from smoothcert.seeding import SEED_MAX, check_seed, derive_seed
-from smoothcert.train import configure, epoch_seed, train
+from smoothcert.train import TrainConfig, configure, epoch_seed, train
 from smoothcert.validation import ArgumentError
 
 QUICK = dict(dataset="synthetic", batch_size=32, max_train_samples=64, max_test_samples=64, quiet=True,
@@ -139,8 +139,9 @@ def test_the_largest_seed_trains_and_the_cli_refuses_one_beyond(tmp_path):
 
 
 def test_the_default_seed_is_0_in_the_library_as_on_the_cli(digits_run, tmp_path):
-    assert inspect.signature(train).parameters["seed"].default == 0
-    assert inspect.signature(configure).parameters["seed"].default == 0
+    # train() and configure() take their settings as a TrainConfig (or its fields as keywords)
+    assert inspect.signature(TrainConfig).parameters["seed"].default == 0 and TrainConfig().seed == 0
+    assert configure(dataset="synthetic", method_params={"sigma": 0.25}).config["seed"] == 0
     model, config = load_model(digits_run)
     smooth = Smooth(model, config["num_classes"], config["sigma"])
     out = tmp_path / "c.tsv"
