@@ -253,7 +253,7 @@ def test_ddp_two_processes_train_like_one(tmp_path):
     # MaxUp's no-grad selection passes on the unwrapped module, BatchNorm, a dual-BN branch that
     # gauss noise never routes to (DDP must allow unused parameters); --num-copies: --m under torchrun
     args = ["train", "--out", str(tmp_path / "ddp_bn"), "--dataset", "synthetic", "--arch", "cifar_resnet20",
-            "--normalize", "dubn", "--method", "maxup-gauss", "--num-copies", "2", "--sigma", "0.25",
+            "--norm-layers", "dubn", "--method", "maxup-gauss", "--num-copies", "2", "--sigma", "0.25",
             "--warmup-epochs", "0", "--epochs", "1",
             "--batch-size", "32", "--max-train-samples", "64", "--max-test-samples", "32", "--quiet"]
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
@@ -292,7 +292,7 @@ def test_cli_trains_a_run_that_loads(tmp_path, runner):
     (["--sigma", "0.25", "--dataset", "mnist", "--data-root", "/no/such/folder"], "does not exist"),
     (["--sigma", "0.25", "--dataset", "cifar10", "--data-root", "."], "files not found"),
     (["--sigma", "0.25", "--amp", "--device", "cpu"], "amp needs a CUDA device"),
-    (["--sigma", "0.25", "--normalize", "dubin"], "--normalize: dubin needs a model with residual blocks"),
+    (["--sigma", "0.25", "--norm-layers", "dubin"], "--norm-layers: dubin needs a model with residual blocks"),
     (["--sigma", "0.25", "--lr", "0"], "--lr"),
     (["--sigma", "0.25", "--batch-size", "0"], "--batch-size"),
 ])
@@ -308,7 +308,8 @@ def test_cli_user_errors_exit_2_with_one_line(tmp_path, runner, args, message):
 def test_every_method_flag_reaches_exactly_the_methods_that_take_it():
     values = {"sigma": 0.25, "m": 2, "warmup_epochs": 1, "augment": "cutout", "select_resolution": 4, "alps_alpha": 4.0,
               "alps_beta": 2.0, "alps_eps": 0.5, "epsilon": 0.25, "num_steps": 2, "num_noise_vec": 2, "warmup": 1,
-              "js_lambda": 1.0, "augmax_steps": 2, "augmax_step_size": 0.1, "noise": "laplace"}
+              "js_lambda": 1.0, "augmax_steps": 2, "augmax_step_size": 0.1, "noise": "laplace",
+              "classifier": "run"}
     flags = {f[2:].replace("-", "_") for f, _, _ in METHOD_FLAGS}
     assert flags == set(values)
     taken = set()

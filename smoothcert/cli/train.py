@@ -42,6 +42,8 @@ METHOD_FLAGS: list[tuple[str, Any, str]] = [
     ("--num-steps", int, "SmoothAdv: PGD steps T."),
     ("--num-noise-vec", int, "SmoothAdv: noisy copies M per input."),
     ("--warmup", int, "SmoothAdv: epochs over which epsilon ramps up."),
+    ("--classifier", str, "denoiser (and ddpm): the run directory of the classifier the denoiser is trained for "
+                          "(frozen; its path and fingerprint are recorded); same as -p classifier=RUN."),
     ("--js-lambda", float, "AugMix/AugMax: weight of the Jensen-Shannon consistency loss."),
     ("--augmax-steps", int, "AugMax: steps of the adversarial mixing search."),
     ("--augmax-step-size", float, "AugMax: step size of the adversarial mixing search."),
@@ -49,7 +51,7 @@ METHOD_FLAGS: list[tuple[str, Any, str]] = [
 
 
 ALIASES = {"--m": ("--num-copies",)}  # torchrun's argument parser takes --m for an abbreviation of its own options
-SHOWN = ("--sigma", "--noise", "--m")  # the rest of METHOD_FLAGS are hidden shorthands of -p NAME=VALUE
+SHOWN = ("--sigma", "--noise", "--m", "--classifier")  # the rest of METHOD_FLAGS are hidden shorthands of -p NAME=VALUE
 
 
 def _param(flag: str) -> str:
@@ -104,7 +106,7 @@ def _method_options(fn: Any) -> Any:
 @deprecated_option("--norm", "normalize", "--normalize", type=click.Choice(NORMS))
 @click.option("--method", default="gauss", show_default=True,
               help="Training method: gauss, maxup-gauss, maxup, alps, smoothadv, augmix, augmax, stability, "
-                   "consistency, macer, smoothmix, catrs (`smoothcert methods` lists them).")
+                   "consistency, macer, smoothmix, catrs, denoiser, ddpm (`smoothcert methods` lists them).")
 @_method_options
 @click.option("--epochs", type=int, default=90, show_default=True)
 @click.option("--batch-size", "batch_size", type=int, default=256, show_default=True,
