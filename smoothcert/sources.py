@@ -17,6 +17,8 @@ external model: give the noise level --, ``dataset``), the dataset, and ``meta``
 metadata must record beyond what the runner finds itself (for a ``spec``: ``model`` = the spec,
 ``config``, ``model_source`` = where it came from and the SHA-256 of the weights file; the runner
 adds the weights' own fingerprint ``model_sha256``, so resuming a log with other weights is refused).
+The model remembers it (``runs.provenance``), so ``certify_dataset`` / ``predict_dataset`` record it
+without being told, as for a model from ``runs.load_model``.
 """
 from __future__ import annotations
 
@@ -94,7 +96,11 @@ def load_classifier(path: str | os.PathLike | None = None, *, spec: str | None =
     ds.num_classes = width
     config = {"arch": spec, "num_classes": width, "input_shape": [int(s) for s in ds.input_shape], "sigma": None,
               "dataset": ds.name, "data_root": data_root, "method": None, "model_kwargs": source["model_kwargs"]}
-    return Classifier(model, config, ds, {"model": spec, "config": config, "model_source": source})
+    meta = {"model": spec, "config": config, "model_source": source}
+    from .runs.loading import _PROVENANCE  # the loaders' provenance table: certify_dataset records it
+
+    _PROVENANCE[model] = meta
+    return Classifier(model, config, ds, meta)
 
 
 __all__ = ["Classifier", "load_classifier"]

@@ -34,7 +34,8 @@ def test_each_shared_flag_has_one_meaning_in_every_command():
         assert _option(cmd, "--out") is not None, f"{name} has no --out"
         if name == "train":
             assert _option(cmd, "--batch") is None and _option(cmd, "--batch-size") is not None
-            assert _option(cmd, "--norm") is None and _option(cmd, "--normalize") is not None
+            assert _option(cmd, "--norm") is None and _option(cmd, "--norm-layers") is not None
+            assert _option(cmd, "--normalize") is None  # --normalize MEAN,STD is the input normalisation of --model
             assert not any(isinstance(p, click.Argument) and p.required for p in cmd.params)
         elif _option(cmd, "--batch") is not None:
             assert "forward pass" in _option(cmd, "--batch").help, name
@@ -46,7 +47,7 @@ def test_each_shared_flag_has_one_meaning_in_every_command():
 @pytest.mark.parametrize("command, arg, flag", [
     ("certify", "n", "--N"), ("certify", "n0", "--N0"), ("certify", "batch_size", "--batch"),
     ("certify", "alpha", "--alpha"), ("certify", "max_count", "--max"), ("certify", "data_root", "--data-root"),
-    ("train", "batch_size", "--batch-size"), ("train", "norm", "--normalize"), ("train", "m", "--m"),
+    ("train", "batch_size", "--batch-size"), ("train", "norm", "--norm-layers"), ("train", "m", "--m"),
     ("train", "lr_step_size", "--lr-step-size"), ("train", "out_dir", "--out"), ("attack", "n", "--N"),
     ("attack", "step_size", "--step-size"), ("check-certificates", "cert_alpha", "--cert-alpha"),
     ("evaluate", "max_images", "--max"), ("plot", "max_radius", "--max-radius"),
@@ -95,13 +96,16 @@ def test_certify_conventions(digits_run, runner, tmp_path):
 def test_train_old_spellings_warn_and_mean_the_same(runner, tmp_path):
     common = ["--dataset", "synthetic", "--sigma", "0.25", "--epochs", "1", "--max-train-samples", "64",
               "--max-test-samples", "32", "--quiet"]
-    new = runner.invoke(main, ["train", "--out", str(tmp_path / "new"), "--batch-size", "32", "--normalize", "bn",
+    new = runner.invoke(main, ["train", "--out", str(tmp_path / "new"), "--batch-size", "32", "--norm-layers", "bn",
                                *common])
     assert new.exit_code == 0 and "deprecated" not in new.output, new.output
     old = runner.invoke(main, ["train", str(tmp_path / "old"), "--batch", "32", "--norm", "bn", *common])
     assert old.exit_code == 0, old.output
     for spelling in ("the positional OUT_DIR", "--batch", "--norm"):
         assert f"warning: {spelling} is deprecated" in old.output
+    second = runner.invoke(main, ["train", "--out", str(tmp_path / "second"), "--batch-size", "32", "--normalize",
+                                  "bn", *common])  # the second release's spelling of --norm-layers
+    assert second.exit_code == 0 and "warning: --normalize is deprecated" in second.output, second.output
     configs = [json.loads((tmp_path / d / "config.json").read_text()) for d in ("new", "old")]
     assert configs[0]["batch_size"] == configs[1]["batch_size"] == 32
     assert configs[0]["model_kwargs"] == configs[1]["model_kwargs"] == {"norm": "bn"}

@@ -295,3 +295,119 @@ def test_load_classifier_run_dir_on_a_tensor_file(digits_run, tmp_path, model_fi
     with pytest.raises(ArgumentError) as e:
         load_classifier(digits_run, weights=tmp_path / "w.pt")
     assert e.value.arg == "weights" and "applies to a model given by its spec" in str(e.value)
+
+
+# -- the command line ----------------------------------------------------------------------------------
+def _one_error_line(r) -> str:
+    lines = [line for line in r.output.splitlines() if line.startswith("Error")]
+    assert r.exit_code == 2 and len(lines) == 1, r.output
+    return lines[0]
+
+
+@pytest.fixture
+def cli_model(tmp_path, model_file):
+    torch.manual_seed(0)
+    m, _ = load_external_model(f"{model_file}:Net")
+    return f"{model_file}:Net", _weights(tmp_path, m), m
+
+
+def test_certify_any_model_on_a_tensor_file(runner, tmp_path, cli_model, digits_file):
+    from smoothcert.cli import main
+    from smoothcert.certification import certify_dataset
+    from smoothcert.runs import Selection
+    from smoothcert import Smooth
+
+    spec, weights, m = cli_model
+    out = tmp_path / "c.tsv"
+    args = ["certify", "--model", spec, "--weights", str(weights), "--dataset", str(digits_file), "--sigma", "0.25",
+            "--N0", "20", "--N", "200", "--batch", "100", "--max", "4", "--out", str(out), "--quiet"]
+    r = runner.invoke(main, args)
+    assert r.exit_code == 0, r.output
+    meta = json.loads((tmp_path / "c.tsv.meta.json").read_text())
+    import hashlib
+    assert meta["model"] == spec and meta["dataset"] == str(digits_file)
+    assert meta["model_source"]["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert len(meta["certify"]["model_sha256"]) == 64 and meta["config"]["num_classes"] == 10
+    rows = [line.split("\t")[:5] for line in out.read_text().splitlines()[1:]]
+    assert len(rows) == 4
+    # the Python route gives the same rows: any module, any dataset
+    ds = load_tensor_file(digits_file)
+    lib = certify_dataset(Smooth(m, 10, 0.25), ds, tmp_path / "lib.tsv", n0=20, n=200, alpha=0.001, batch_size=100,
+                          selection=Selection(1, 4))
+    assert [line.split("\t")[:5] for line in lib.path.read_text().splitlines()[1:]] == rows
+    # a resume with other weights is refused (the weights' fingerprint is a checked setting)
+    torch.manual_seed(5)
+    other, _ = load_external_model(spec)
+    w2 = _weights(tmp_path, other, "w2.pt")
+    bad = runner.invoke(main, [a if a != str(weights) else str(w2) for a in args[:-1]] + ["--max", "6", "--quiet"])
+    assert "other settings (model_sha256=" in _one_error_line(bad)
+    # --normalize with the wrong number of channels, bad JSON, both MODEL and --model
+    for extra, text in ((["--normalize", "imagenet"], "--normalize: 3 means and 3 stds, but the inputs have 1 channel"),
+                        (["--model-kwargs", "{width: 4}"], "--model-kwargs: '{width: 4}' is not valid JSON"),
+                        ([str(tmp_path)], "give MODEL (a run directory or checkpoint) or --model SPEC, not both")):
+        assert text in _one_error_line(runner.invoke(main, args[:1] + extra + args[1:])), extra
+
+
+@pytest.mark.parametrize("spec, text", [
+    ("{file}:Missing", "--model: '{file}' has no 'Missing'"),
+    ("nosuchpkg_xyz.nets:Net", "--model: cannot import 'nosuchpkg_xyz.nets'"),
+    ("{file}", "--model: '{file}' is not a TorchScript file"),
+])
+def test_bad_model_specs_on_the_command_line(runner, tmp_path, model_file, digits_file, spec, text):
+    from smoothcert.cli import main
+
+    spec, text = spec.format(file=model_file), text.format(file=model_file)
+    r = runner.invoke(main, ["certify", "--model", spec, "--dataset", str(digits_file), "--sigma", "0.25",
+                             "--out", str(tmp_path / "o.tsv")])
+    assert text in _one_error_line(r)
+    assert not (tmp_path / "o.tsv").exists()
+
+
+def test_weights_mismatch_and_missing_model_on_the_command_line(runner, tmp_path, model_file, digits_file):
+    from smoothcert.cli import main
+
+    w = _weights(tmp_path, nn.Linear(64, 10))
+    r = runner.invoke(main, ["predict", "--model", f"{model_file}:Net", "--weights", str(w), "--dataset",
+                             str(digits_file), "--sigma", "0.25", "--out", str(tmp_path / "p.tsv")])
+    line = _one_error_line(r)
+    assert "--weights:" in line and "missing body.1.bias" in line and "unexpected bias, weight" in line
+    r = runner.invoke(main, ["predict", "--sigma", "0.25", "--out", str(tmp_path / "p.tsv")])
+    assert "Missing argument 'MODEL'" in _one_error_line(r)
+    r = runner.invoke(main, ["predict", "--model", f"{model_file}:Net", "--sigma", "0.25", "--out",
+                             str(tmp_path / "p.tsv")])
+    assert "--dataset: a model given by its spec needs the data" in _one_error_line(r)
+
+
+def test_predict_attack_check_and_evaluate_take_any_model(runner, tmp_path, cli_model, digits_file):
+    from smoothcert.cli import main
+
+    spec, weights, _ = cli_model
+    model = ["--model", spec, "--weights", str(weights), "--dataset", str(digits_file)]
+    r = runner.invoke(main, ["predict", *model, "--sigma", "0.25", "--N", "100", "--max", "3", "--out",
+                             str(tmp_path / "p.tsv"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["attack", *model, "--attack", "fgsm", "--max", "5", "--out", str(tmp_path / "a.tsv"),
+                             "--quiet"])
+    assert r.exit_code == 0 and "5 inputs" in r.output, r.output
+    meta = json.loads((tmp_path / "a.tsv.meta.json").read_text())
+    assert meta["model"] == spec and meta["model_source"]["weights"] == str(weights)
+    log = tmp_path / "c.tsv"
+    r = runner.invoke(main, ["certify", *model, "--sigma", "0.25", "--N0", "20", "--N", "200", "--max", "3",
+                             "--out", str(log), "--quiet"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["check-certificates", str(log), *model, "--N", "50", "--steps", "2", "--max", "3",
+                             "--quiet"])
+    assert r.exit_code in (0, 1) and "certificates checked" in r.output, r.output
+    r = runner.invoke(main, ["evaluate", *model, "--corruptions", "gaussian_noise", "--severities", "1", "--max",
+                             "8", "--out", str(tmp_path / "e.json"), "--quiet"])
+    assert r.exit_code == 0 and json.loads((tmp_path / "e.json").read_text())["model"] == spec, r.output
+
+
+def test_the_readme_python_route_runs(tmp_path, monkeypatch):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(c for c in (b.split("```")[0] for b in readme.split("```python")[1:]) if "TensorDataset" in c)
+    monkeypatch.chdir(tmp_path)
+    env: dict = {}
+    exec(compile(block, "README.md", "exec"), env)  # noqa: S102  (the README's own example)
+    meta = json.loads((tmp_path / "mine.tsv.meta.json").read_text())
+    assert env["report"].rows == 5 and meta["model"] == "my conv net" and len(meta["certify"]["model_sha256"]) == 64

@@ -115,11 +115,11 @@ class Loaded(Exception):
 def loads(monkeypatch):
     seen = []
 
-    def stub(model, dataset, data_root, split, device):
+    def stub(path=None, *, device, **kw):
         seen.append(device)
         raise Loaded(str(device))
 
-    monkeypatch.setattr("smoothcert.runs.load_model_and_dataset", stub)  # the commands import it when they run
+    monkeypatch.setattr("smoothcert.sources.load_classifier", stub)  # the commands import it when they run
     return seen
 
 

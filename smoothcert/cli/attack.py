@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,8 +14,9 @@ from . import main
 from .names import ATTACK_NORMS as NORMS, NOISES
 from ..validation import ArgumentError, check_alpha, check_float, check_int, check_output, check_sigma
 from .certify import selection
-from .common import (batch_option, data_options, device_option, given, max_option, noise_option, quiet_option,
-                     resolve_device, seed_option, user_errors, warn_deprecated)
+from .common import (ModelSource, batch_option, data_options, device_option, given, max_option,
+                     model_source_options, noise_option, quiet_option, resolve_device, seed_option, user_errors,
+                     warn_deprecated)
 
 SANITY_STEPS, SANITY_STEP_SIZE = 200, 0.01
 
@@ -106,7 +108,7 @@ def _check_shared(sigma: float | None, num_noise_vec: int, n: int, alpha: float,
         check_output("out", out)
 
 
-def _run_check(ctx: click.Context, model: Path, log: Path, dataset: str | None, data_root: str | None, split: str,
+def _run_check(ctx: click.Context, model: ModelSource, log: Path, dataset: str | None, data_root: str | None, split: str,
                sigma: float | None, num_noise_vec: int, n: int, alpha: float, steps: int, step_size: float | None,
                radius_scale: float, cert_alpha: float | None, level: float, skip: int, max_count: int | None,
                batch: int, seed: int, out: Path | None, device: str | None, quiet: bool) -> None:
@@ -119,13 +121,14 @@ def _run_check(ctx: click.Context, model: Path, log: Path, dataset: str | None, 
     if not log.is_file():
         raise click.BadParameter(f"{str(log)!r} does not exist", param_hint="LOG")
     from ..attacks import check_certificates
-    from ..runs import load_model_and_dataset
+    from ..runs import provenance
 
-    net, config, ds = load_model_and_dataset(model, dataset, data_root, split, resolve_device(device))
+    net, config, ds = model.load(dataset, data_root, split, resolve_device(device))
     recorded = _certify_meta(log)
     sigma = _resolve_sigma(sigma, recorded, config)
     cert_alpha = cert_alpha or recorded.get("alpha") or 0.001
-    meta = {"model": str(model), "config": config, "dataset": ds.name, "split": split, "source": None}
+    meta = {**(provenance(net) or {}), "model": str(model), "config": config, "dataset": ds.name, "split": split,
+            "source": None}
     result = check_certificates(net, ds, log, sigma, out, cert_alpha=cert_alpha, n=n, alpha=alpha,
                                 num_noise_vec=num_noise_vec, steps=steps, step_size=step_size,
                                 radius_scale=radius_scale, level=level, batch_size=batch,
@@ -140,8 +143,8 @@ def _run_check(ctx: click.Context, model: Path, log: Path, dataset: str | None, 
 
 
 @main.command("check-certificates")
-@click.argument("model", type=click.Path(path_type=Path))
-@click.argument("log", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("paths", nargs=-1, required=True, metavar="[MODEL] LOG", type=click.Path(path_type=Path))
+@model_source_options(argument=False)
 @data_options
 @_options(_smoothed_options("the certify log's (LOG.meta.json), else the model's training sigma"))
 @click.option("--steps", type=int, default=10, show_default=True, help="PGD steps.")
@@ -151,12 +154,15 @@ def _run_check(ctx: click.Context, model: Path, log: Path, dataset: str | None, 
 @_options(_common_tail())
 @click.pass_context
 @user_errors
-def check_certificates_cmd(ctx: click.Context, model: Path, log: Path, dataset: str | None, data_root: str | None,
+def check_certificates_cmd(ctx: click.Context, paths: tuple[Path, ...], model: ModelSource, dataset: str | None,
+                           data_root: str | None,
                            split: str, sigma: float | None, num_noise_vec: int, n: int, alpha: float, steps: int,
                            step_size: float | None, radius_scale: float, cert_alpha: float | None, level: float,
                            skip: int, max_count: int | None, batch: int, seed: int, out: Path | None,
                            device: str | None, quiet: bool) -> None:
     """Test the certificates of a certify LOG of MODEL empirically.
+
+    MODEL is a run directory or checkpoint; or leave it out and give any model with --model.
 
     Each certified input (cA, R) is attacked with L2 PGD on the soft smoothed classifier within
     --radius-scale x R, then classified with PREDICT. A violation is a class other than cA and
@@ -164,12 +170,16 @@ def check_certificates_cmd(ctx: click.Context, model: Path, log: Path, dataset: 
     cert-alpha + alpha, and the count is tested against that binomial. Exit 1 if the test is significant at --level.
     With --out, rows: idx label predict correct certified radius eps delta_norm violation time.
     """
+    if len(paths) > 2:
+        raise click.UsageError(f"got {len(paths)} paths; give [MODEL] LOG (MODEL left out with --model)")
+    log = paths[-1]
+    model = replace(model, path=paths[0] if len(paths) == 2 else None)
     _run_check(ctx, model, log, dataset, data_root, split, sigma, num_noise_vec, n, alpha, steps, step_size,
                radius_scale, cert_alpha, level, skip, max_count, batch, seed, out, device, quiet)
 
 
 @main.command()
-@click.argument("model", type=click.Path(path_type=Path))
+@model_source_options
 @data_options
 @click.option("--attack", "attack_name", type=click.Choice(["fgsm", "pgd"]), default="pgd", show_default=True)
 @click.option("--norm", type=click.Choice(NORMS, case_sensitive=False), default="linf", show_default=True,
@@ -197,13 +207,13 @@ def check_certificates_cmd(ctx: click.Context, model: Path, log: Path, dataset: 
 @_options(_common_tail())
 @click.pass_context
 @user_errors
-def attack(ctx: click.Context, model: Path, dataset: str | None, data_root: str | None, split: str, attack_name: str,
+def attack(ctx: click.Context, model: ModelSource, dataset: str | None, data_root: str | None, split: str, attack_name: str,
            norm: str, eps: float, steps: int, step_size: float | None, random_start: bool, source: Path | None,
            smoothed: bool, sigma: float | None, num_noise_vec: int, n: int, alpha: float, noise: str | None,
            sanity: bool, cert_log: Path | None, radius_scale: float | None, cert_alpha: float | None,
            level: float | None, skip: int, max_count: int | None, batch: int, seed: int, out: Path | None,
            device: str | None, quiet: bool) -> None:
-    """Empirical robustness of MODEL (run directory or checkpoint) under FGSM or PGD.
+    """Empirical robustness of MODEL (run directory or checkpoint; or --model) under FGSM or PGD.
 
     Prints clean and robust accuracy; with --out also writes one TSV row per input (idx label
     predict correct clean_predict delta_norm time; predict is the prediction on the adversarial
@@ -237,10 +247,10 @@ def attack(ctx: click.Context, model: Path, dataset: str | None, data_root: str 
 
     from ..attacks import FGSM, PGD, SmoothedEval, attack_dataset
     from ..noise import config_noise
-    from ..runs import check_compatible, load_model, load_model_and_dataset
+    from ..runs import check_compatible, load_model, provenance
 
     dev = resolve_device(device)
-    net, config, ds = load_model_and_dataset(model, dataset, data_root, split, dev)
+    net, config, ds = model.load(dataset, data_root, split, dev)
     crafter = None
     if source is not None:
         crafter, source_config = load_model(source, dev)
@@ -251,7 +261,7 @@ def attack(ctx: click.Context, model: Path, dataset: str | None, data_root: str 
     if smoothed:
         sigma = _resolve_sigma(sigma, {}, config)
         noise = noise or config_noise(config)  # the run's noise unless --noise
-    meta = {"model": str(model), "config": config, "dataset": ds.name, "split": split,
+    meta = {**(provenance(net) or {}), "model": str(model), "config": config, "dataset": ds.name, "split": split,
             "source": str(source) if source is not None else None}
 
     if sanity:

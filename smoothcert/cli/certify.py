@@ -11,11 +11,13 @@ from . import main
 from ..validation import check_alpha, check_float, check_int, check_output, check_sigma
 from .names import BOUNDS, CERT_NORMS as NORMS
 from .common import (amp_dtype, amp_option, channels_last_option, data_options, device_option,
-                     max_option, noise_option, quiet_option, resolve_device, seed_option, user_errors)
+                     max_option, model_source_options, noise_option, quiet_option, resolve_device, seed_option,
+                     user_errors)
 
 if TYPE_CHECKING:  # the library (torch) is imported by the commands' work, not for --help
     from ..runs import Selection
     from ..smoothing import Smooth
+    from .common import ModelSource
 
 
 class _BatchType(click.ParamType):
@@ -40,7 +42,7 @@ def _noise_block(batch: int | str) -> int:
 
 def _smoothing_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
-        click.argument("model", type=click.Path(path_type=Path)),
+        model_source_options,
         data_options,
         click.option("--sigma", type=float, default=None,
                      help="Noise level (pixel scale, [0,1] data). Default: the sigma the model was trained with."),
@@ -76,14 +78,13 @@ def selection(skip: int, max_count: int | None) -> Selection:
     return Selection(skip, -1 if max_count is None else max_count)
 
 
-def _prepare(model: Path, dataset: str | None, data_root: str | None, split: str, sigma: float | None,
+def _prepare(model: ModelSource, dataset: str | None, data_root: str | None, split: str, sigma: float | None,
              noise: str | None, alpha: float, batch: int | str, device: str | None, amp: str, channels_last: bool,
              compile_model: bool, out: Path, denoiser: Path | None = None) -> tuple[Smooth, Any]:
     """Check the arguments (before any work), load the model and data, build the smoothed classifier
     (with --noise, default the noise the model was trained with; an unknown noise is refused by
     ``Smooth``, before any file is written)."""
     from ..noise import config_noise
-    from ..runs import load_model_and_dataset
     from ..smoothing import Smooth
 
     check_alpha(alpha)
@@ -93,7 +94,7 @@ def _prepare(model: Path, dataset: str | None, data_root: str | None, split: str
     if sigma is not None:
         check_sigma(sigma, positive=True)
     dev = resolve_device(device)
-    net, config, ds = load_model_and_dataset(model, dataset, data_root, split, dev)
+    net, config, ds = model.load(dataset, data_root, split, dev)  # a run directory, a checkpoint, or --model
     if denoiser is not None:  # denoised smoothing: MODEL behind the denoiser (smoothcert.denoisers.loading)
         from ..denoisers.loading import through_denoiser
 
@@ -133,7 +134,7 @@ _alpha_option = click.option("--alpha", type=float, default=0.001, show_default=
               help="With --sequential and no --radii: stop once the samples left cannot raise the radius by "
                    "more than TOL.  [default: 0.01 sigma]")
 @user_errors
-def certify(model: Path, dataset: str | None, data_root: str | None, split: str, sigma: float | None,
+def certify(model: ModelSource, dataset: str | None, data_root: str | None, split: str, sigma: float | None,
             noise: str | None, denoiser: Path | None, alpha: float, batch: int | str, skip: int,
             max_count: int | None, out: Path, seed: int | None, pack: int, device: str | None, amp: str,
             channels_last: bool, compile_model: bool,
@@ -142,7 +143,8 @@ def certify(model: Path, dataset: str | None, data_root: str | None, split: str,
     """Certify the smoothed classifier on a dataset split (CERTIFY of Cohen et al., 2019).
 
     MODEL is a run directory written by `smoothcert train` or a checkpoint file (the reference
-    code's cifar_resnet20/110 checkpoints work too). Writes one TSV line per input:
+    code's cifar_resnet20/110 checkpoints work too), or leave it out and give any model with
+    --model (and --dataset). Writes one TSV line per input:
     idx label predict radius correct time (predict -1 = abstain, radius in pixel units of the
     --norm norm), and with --sequential one more column n_used (estimation samples drawn).
     """
@@ -179,13 +181,14 @@ def certify(model: Path, dataset: str | None, data_root: str | None, split: str,
 @_alpha_option
 @_smoothing_options
 @user_errors
-def predict(model: Path, dataset: str | None, data_root: str | None, split: str, sigma: float | None,
+def predict(model: ModelSource, dataset: str | None, data_root: str | None, split: str, sigma: float | None,
             noise: str | None, denoiser: Path | None, alpha: float, batch: int | str, skip: int,
             max_count: int | None, out: Path, seed: int | None, pack: int, device: str | None, amp: str,
             channels_last: bool, compile_model: bool,
             quiet: bool, n: int) -> None:
     """Predict with the smoothed classifier on a dataset split (PREDICT of Cohen et al., 2019).
 
+    MODEL: as for certify (a run directory or checkpoint; or --model).
     Writes one TSV line per input: idx label predict correct time (predict -1 = abstain).
     """
     from ..certification import predict_dataset, run_summary

@@ -12,13 +12,16 @@ Conventions (one meaning per name, every command):
 * ``--amp``     ``--amp [MODE]``: none (default), bf16, fp16, or ``--amp`` alone = auto.
 * ``--channels-last/--no-channels-last``  default on (the measured faster layout; same maths).
 * ``--norm``    the Lp norm of a threat model or certificate; ``train``'s normalisation layers
-                are ``--normalize``.
+                are ``--norm-layers``.
+* ``--normalize MEAN,STD``  the input normalisation put in front of a ``--model`` (certify, predict,
+                attack, check-certificates, evaluate); pixels stay in [0, 1].
 
-Old spellings (``train OUT_DIR``, ``train --batch``, ``train --norm``, ``--max -1``,
-``attack --check-certificates``) still work for one release and print a deprecation warning.
+Old spellings (``train OUT_DIR``, ``train --batch``, ``train --norm`` and ``train --normalize`` for
+``--norm-layers``, ``--max -1``, ``attack --check-certificates``) still work for one release and print a deprecation warning.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -37,7 +40,7 @@ if TYPE_CHECKING:  # torch is imported by the commands' work, not by the CLI's s
 FLAG_OF_ARG: dict[str, str] = {"n0": "--N0", "n": "--N", "batch_size": "--batch", "max_count": "--max",
                                "max_images": "--max", "max": "--max", "out_dir": "--out", "labels": "--label"}
 FLAG_OF_ARG_IN: dict[str, dict[str, str]] = {
-    "train": {"batch_size": "--batch-size", "norm": "--normalize", "max_count": "--max-train-samples"},
+    "train": {"batch_size": "--batch-size", "norm": "--norm-layers", "max_count": "--max-train-samples"},
 }
 
 
@@ -203,12 +206,93 @@ def quiet_option() -> Callable[..., Any]:
 def data_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """--dataset, --data-root, --split for commands that load a model's data."""
     for opt in reversed([
-        click.option("--dataset", default=None, help="Dataset name (default: the model's training dataset)."),
+        click.option("--dataset", default=None,
+                     help="Dataset name, or the path of a tensor file (.pt / .npz with x, y; pixels in [0, 1] or "
+                          "uint8) or of an image folder (one sub-folder per class). Default: the model's training "
+                          "dataset."),
         click.option("--data-root", default=None, help="Folder with the dataset files (mnist, cifar10, ...)."),
         click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True),
     ]):
         fn = opt(fn)
     return fn
+
+
+# -- the model a command evaluates: MODEL (a run directory or checkpoint) or --model SPEC ------------------
+_MODEL_FLAGS = ("model_spec", "model_kwargs", "weights", "normalize", "num_classes")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What the flags name as the model to evaluate: the positional MODEL (``path``) or ``--model``
+    (``spec``) with ``--model-kwargs`` (JSON text), ``--weights``, ``--normalize`` (text) and
+    ``--num-classes``. ``str()`` is the path or the spec."""
+
+    path: Path | None = None
+    spec: str | None = None
+    model_kwargs: str | None = None
+    weights: Path | None = None
+    normalize: str | None = None
+    num_classes: int | None = None
+
+    def __str__(self) -> str:
+        return self.spec if self.spec is not None else str(self.path)
+
+    def load(self, dataset: str | None, data_root: str | None, split: str, device: Any) -> tuple[Any, Any, Any]:
+        """(model, config, dataset) from ``sources.load_classifier``, the flags' texts parsed; an error
+        about the positional MODEL names MODEL (one about --model names --model)."""
+        from ..models.external import parse_model_kwargs, parse_normalize
+        from ..sources import load_classifier
+
+        if self.path is not None and self.spec is not None:
+            raise click.UsageError("give MODEL (a run directory or checkpoint) or --model SPEC, not both")
+        if self.path is None and self.spec is None:
+            raise click.UsageError("Missing argument 'MODEL' (a run directory or checkpoint), or give --model SPEC")
+        kwargs = None if self.model_kwargs is None else parse_model_kwargs(self.model_kwargs)
+        norm = None if self.normalize is None else parse_normalize(self.normalize)
+        try:
+            c = load_classifier(self.path, spec=self.spec, weights=self.weights, model_kwargs=kwargs, normalize=norm,
+                                num_classes=self.num_classes, dataset=dataset, data_root=data_root, split=split,
+                                device=device)
+        except ArgumentError as e:
+            if e.arg == "model" and self.path is not None:
+                raise click.BadParameter(_strip_arg(str(e).splitlines()[0], "model"), param_hint="MODEL") from None
+            raise
+        return c.model, c.config, c.dataset
+
+
+def model_source_options(fn: Callable[..., Any] | None = None, *, argument: bool = True) -> Any:
+    """The optional positional MODEL (unless ``argument=False``) and --model, --model-kwargs,
+    --weights, --normalize, --num-classes; the command gets them as one ``ModelSource`` in its
+    parameter ``model`` (with ``argument=False`` it gets ``model=None`` to fill in)."""
+    if fn is None:
+        return lambda f: model_source_options(f, argument=argument)
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kw: Any) -> Any:
+        flags = {name: kw.pop(name) for name in _MODEL_FLAGS}
+        kw["model"] = ModelSource(kw.get("model"), flags.pop("model_spec"), **flags)
+        return fn(*args, **kw)
+
+    for opt in reversed([
+        *([click.argument("model", required=False, type=click.Path(path_type=Path))] if argument else []),
+        click.option("--model", "model_spec", default=None, metavar="SPEC",
+                     help="Any model instead of MODEL: FILE.py:NAME or package.module:NAME (a class, or a function "
+                          "returning an nn.Module), timm:NAME, torchvision:NAME, a TorchScript file or a "
+                          "torch.export .pt2 file. Needs --dataset."),
+        click.option("--model-kwargs", default=None, metavar="JSON",
+                     help="With --model: keyword arguments of NAME as a JSON object, e.g. '{\"depth\": 20}'."),
+        click.option("--weights", type=click.Path(path_type=Path), default=None,
+                     help="With --model: a state dict file (torch.load with weights_only=True) to load into it."),
+        click.option("--normalize", default=None, metavar="MEAN,STD",
+                     help="With --model: put (x - mean) / std in front of it, one mean then one std per channel "
+                          "(m1,..,mC,s1,..,sC) or imagenet, cifar10, cifar100, mnist; data, noise and radii stay "
+                          "in [0, 1] pixels. Give it when the model expects normalised inputs."),
+        click.option("--num-classes", type=int, default=None,
+                     help="Number of classes, where the data cannot tell (a tensor file whose labels miss the "
+                          "last classes); with --model it must equal the model's number of logits."),
+    ]):
+        wrapper = opt(wrapper)
+    return wrapper
 
 
 def resolve_device(device: str | None) -> torch.device:

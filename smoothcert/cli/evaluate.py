@@ -10,8 +10,8 @@ import click
 
 from . import main
 from ..validation import check_int, check_output
-from .common import batch_option, data_options, device_option, max_option, quiet_option, resolve_device, seed_option, \
-    user_errors
+from .common import (ModelSource, batch_option, data_options, device_option, max_option, model_source_options,
+                     quiet_option, resolve_device, seed_option, user_errors)
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -34,7 +34,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 @main.command()
-@click.argument("model", type=click.Path(path_type=Path))
+@model_source_options
 @click.option("--corruptions", default="all", show_default=True,
               help="'all' or comma-separated names: gaussian_noise, shot_noise, impulse_noise, speckle_noise, "
                    "gaussian_blur, defocus_blur, motion_blur, zoom_blur, contrast, brightness, pixelate, "
@@ -51,18 +51,18 @@ def format_table(result: dict[str, Any]) -> str:
 @device_option()
 @quiet_option()
 @user_errors
-def evaluate(model: Path, corruptions: str, severities: str, dataset: str | None, data_root: str | None, split: str,
+def evaluate(model: ModelSource, corruptions: str, severities: str, dataset: str | None, data_root: str | None, split: str,
              baseline: Path | None, out: Path | None, max_count: int | None, batch: int, seed: int,
              device: str | None, quiet: bool) -> None:
     """Accuracy of MODEL under common corruptions (Hendrycks & Dietterich, 2019).
 
-    MODEL is a run directory written by `smoothcert train` or a checkpoint. Reports SA (clean
+    MODEL is a run directory written by `smoothcert train` or a checkpoint (or leave it out and give
+    any model with --model). Reports SA (clean
     accuracy), RA (mean accuracy over corruptions and severities), the accuracy per corruption
     and severity, and with --baseline the corruption errors CE and their mean mCE.
     """
     from ..corruptions import evaluate_corruptions, load_result, parse_corruptions, parse_severities
     from ..logs import atomic_write_json
-    from ..runs import load_model_and_dataset
 
     try:
         names = parse_corruptions(corruptions)
@@ -82,7 +82,7 @@ def evaluate(model: Path, corruptions: str, severities: str, dataset: str | None
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--baseline") from None
     dev = resolve_device(device)
-    net, config, ds = load_model_and_dataset(model, dataset, data_root, split, dev)
+    net, config, ds = model.load(dataset, data_root, split, dev)
     result = evaluate_corruptions(net, ds, names, sevs, batch_size=batch, seed=seed, baseline=base,
                                   max_images=max_count, device=dev, progress=not quiet and sys.stderr.isatty())
     result.update({"model": str(model), "split": split,

@@ -101,9 +101,11 @@ def _method_options(fn: Any) -> Any:
               help="Folder with the dataset files (mnist, cifar10, ...).")
 @click.option("--download", is_flag=True, help="Fetch missing dataset files (needs torchvision and internet).")
 @click.option("--arch", default=None, help="Model (default: the dataset's), e.g. lenet, cifar_resnet110, wrn.")
-@click.option("--normalize", "normalize", type=click.Choice(NORMS), default="bn", show_default=True,
+@click.option("--norm-layers", "norm_layers", type=click.Choice(NORMS), default="bn", show_default=True,
               help="Normalisation layers: bn, or AugMax's dual BatchNorm dubn / dubin.")
-@deprecated_option("--norm", "normalize", "--normalize", type=click.Choice(NORMS))
+@deprecated_option("--normalize", "norm_layers", "--norm-layers",
+                   " (--normalize MEAN,STD is the input normalisation of certify's --model)", type=click.Choice(NORMS))
+@deprecated_option("--norm", "norm_layers", "--norm-layers", type=click.Choice(NORMS))
 @click.option("--method", default="gauss", show_default=True,
               help="Training method: gauss, maxup-gauss, maxup, alps, smoothadv, augmix, augmax, stability, "
                    "consistency, macer, smoothmix, catrs, denoiser, ddpm (`smoothcert methods` lists them).")
@@ -136,7 +138,7 @@ def _method_options(fn: Any) -> Any:
 @click.option("--quiet", is_flag=True, help="No progress bar or epoch lines.")
 @user_errors
 def train(out_dir: Path | None, out: Path | None, dataset: str, data_root: str | None, download: bool,
-          arch: str | None, normalize: str, method: str, epochs: int, batch_size: int, lr: float, momentum: float,
+          arch: str | None, norm_layers: str, method: str, epochs: int, batch_size: int, lr: float, momentum: float,
           weight_decay: float, schedule: str, lr_step_size: int, lr_gamma: float, seed: int, device: str | None,
           amp: str, channels_last: bool, resume: bool, overwrite: bool, num_workers: int,
           max_train_samples: int | None, max_test_samples: int | None, quiet: bool, **given: Any) -> None:
@@ -169,7 +171,7 @@ def train(out_dir: Path | None, out: Path | None, dataset: str, data_root: str |
                   batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay, schedule=schedule,
                   lr_step_size=lr_step_size, lr_gamma=lr_gamma, data_root=data_root, download=download, seed=seed,
                   device=dev, amp=amp == "auto", channels_last=channels_last, resume=resume, overwrite=overwrite,
-                  quiet=quiet, model_kwargs={"norm": normalize}, num_workers=num_workers,
+                  quiet=quiet, model_kwargs={"norm": norm_layers}, num_workers=num_workers,
                   max_train_samples=max_train_samples, max_test_samples=max_test_samples)
     except NonFiniteLoss as e:
         raise click.ClickException(str(e)) from None
