@@ -72,7 +72,7 @@ def configure(config: TrainConfig | None = None, *, world_size: int = 1, **setti
     test_set = get_dataset(c.dataset, "test", c.data_root, c.download)
     config_json = json.loads(json.dumps({
         "format": FORMAT, "smoothcert_version": __version__, **c.to_json(),
-        "arch": c.arch or train_set.default_arch, "num_classes": train_set.num_classes,
+        "arch": c.arch or meth.default_arch or train_set.default_arch, "num_classes": train_set.num_classes,
         "input_shape": list(train_set.input_shape), "mean": list(train_set.mean), "std": list(train_set.std),
         "sigma": float(meth.params().get("sigma") or 0.0), "method_params": meth.params(),
         "train_augment": train_set.train_augment, "world_size": world_size,
@@ -136,8 +136,8 @@ def train(
     max_train_samples, max_test_samples); keywords given with a config change it.
 
     ``method_params`` are the method's constructor arguments (e.g. {"sigma": 0.25, "m": 4}).
-    ``arch`` defaults to the dataset's ``default_arch``; ``model_kwargs`` go to
-    ``create_model`` (e.g. {"norm": "dubin"}). ``batch_size`` is the global batch (over all
+    ``arch`` defaults to the method's or the dataset's ``default_arch``; ``model_kwargs`` go to
+    ``create_model`` (e.g. {"normalization": "dubin"}). ``batch_size`` is the global batch (over all
     torchrun processes). ``seed`` (default 0, as the CLI's ``--seed``: reproducible by default)
     seeds the initialisation, the batches and the noise. ``device``: ``processes.choose_device``.
     ``out_dir`` absent or empty: a fresh run. A folder with content is never overwritten

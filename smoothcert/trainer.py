@@ -243,7 +243,12 @@ class Trainer:
     def evaluate(self, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], sigma: float, seed: int,
                  dist_info: ProcessGroup | None = None, noise: str = "gaussian") -> float:
         """Accuracy of the base model (eval mode) on x + N(0, sigma^2 I) (``noise`` at sigma; x
-        itself for sigma == 0), the noise from a generator seeded by ``seed``: the same draw every epoch."""
+        itself for sigma == 0), the noise from a generator seeded by ``seed``: the same draw every epoch.
+        The base model is ``method.evaluate_model(model)`` (the model itself unless the method
+        says otherwise; None: nan)."""
+        net = self.method.evaluate_model(self.model)
+        if net is None:
+            return float("nan")
         was_training = self.model.training
         self.model.eval()
         gen = torch.Generator(device=self.device).manual_seed(seed) if sigma > 0 else None
@@ -251,7 +256,7 @@ class Trainer:
         try:
             with self._autocast():
                 for x, y in batches:
-                    pred = self.model(add_noise(x, sigma, noise, gen)).argmax(1)
+                    pred = net(add_noise(x, sigma, noise, gen)).argmax(1)
                     counts[0] += (pred == y).sum()
                     counts[1] += y.shape[0]
         finally:
