@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .models import RECORDED_NORMALIZATION_KEY
 from .runs.logged import LEGACY_DEFAULTS, Selection, read_meta
 from .seeding import check_seed
 from .sequential import check_radii
@@ -55,6 +56,18 @@ def _name(name: str, value: Any, optional: bool = False) -> str | None:
     return value
 
 
+def _recorded_model_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``model_kwargs`` as config.json records them: ``create_model``'s ``normalization`` under
+    the key every release recorded (``models.RECORDED_NORMALIZATION_KEY``, "norm"), so that a run
+    resumes however it was asked for."""
+    if "normalization" in kwargs:
+        if RECORDED_NORMALIZATION_KEY in kwargs:
+            raise ArgumentError("model_kwargs", "model_kwargs: give the normalization layers once (normalization or "
+                                                f"{RECORDED_NORMALIZATION_KEY}), not both")
+        kwargs[RECORDED_NORMALIZATION_KEY] = kwargs.pop("normalization")
+    return kwargs
+
+
 def _optional_count(name: str, value: Any) -> int | None:
     return None if value is None else check_int(name, value, 1)
 
@@ -66,8 +79,8 @@ class TrainConfig:
 
     What is trained: ``dataset``, ``arch`` (None: the method's or the dataset's default),
     ``method`` with ``method_params`` (its constructor arguments), ``model_kwargs`` (for
-    ``create_model``, e.g. {"norm": "dubin"}). The optimisation (Cohen et al.'s CIFAR-10 recipe by
-    default): ``epochs``, the global ``batch_size`` (over all torchrun processes), SGD ``lr``,
+    ``create_model``, e.g. {"normalization": "dubin"}, recorded as {"norm": "dubin"}). The
+    optimisation (Cohen et al.'s CIFAR-10 recipe by default): ``epochs``, the global ``batch_size`` (over all torchrun processes), SGD ``lr``,
     ``momentum``, ``weight_decay``, the ``schedule`` (step: x ``lr_gamma`` every ``lr_step_size``
     epochs; cosine), ``seed`` (any integer in [0, 2**63 - 1]), ``amp``, ``channels_last`` (speed
     only; a resume may change it). The data: ``data_root`` (resolved to an absolute path),
@@ -126,7 +139,7 @@ class TrainConfig:
         _set(self, "arch", _name("arch", self.arch, optional=True))
         _set(self, "method", _name("method", self.method))
         _set(self, "method_params", _mapping("method_params", self.method_params))
-        _set(self, "model_kwargs", _mapping("model_kwargs", self.model_kwargs))
+        _set(self, "model_kwargs", _recorded_model_kwargs(_mapping("model_kwargs", self.model_kwargs)))
         for flag in ("amp", "channels_last", "download"):
             _set(self, flag, bool(getattr(self, flag)))
 

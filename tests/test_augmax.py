@@ -16,7 +16,7 @@ from smoothcert.methods.augmax import AugMax, augmax_search, random_start
 from smoothcert.methods.augmix import AugMix, augmix_chains, mix, sample_mixing
 from smoothcert.models import create_model
 from smoothcert.models.cifar_resnet import BasicBlock
-from smoothcert.models.dubin import DuBIN, DuBN, apply_norm, dual_bn_route, has_dual_bn
+from smoothcert.models.dubin import DuBIN, DuBN, apply_norm, apply_normalization, dual_bn_route, has_dual_bn
 from smoothcert.runs import load_model
 
 
@@ -226,12 +226,13 @@ def test_dubin_on_a_model_built_from_our_blocks_and_bad_models() -> None:
     assert isinstance(net[2].bn1, DuBIN) and isinstance(net[3].bn1, DuBN) and isinstance(net[1], DuBN)
     assert has_dual_bn(net)
     for arch in ("lenet", "digits_cnn"):
-        with pytest.raises(ValueError, match="norm dubin needs a model with residual blocks"):
-            create_model(arch, 10, 1, 28, norm="dubin")
-        with pytest.raises(ValueError, match="norm dubn needs a model with BatchNorm2d"):
-            create_model(arch, 10, 1, 28, norm="dubn")
-    with pytest.raises(ValueError, match="norm must be one of"):
-        apply_norm(net, "gn")
+        with pytest.raises(ValueError, match="normalization dubin needs a model with residual blocks"):
+            create_model(arch, 10, 1, 28, normalization="dubin")
+        with pytest.raises(ValueError, match="normalization dubn needs a model with BatchNorm2d"):
+            create_model(arch, 10, 1, 28, norm="dubn")  # the key config.json records: the same setting
+    with pytest.raises(ValueError, match="normalization must be one of"):
+        apply_normalization(net, "gn")
+    assert apply_norm is apply_normalization  # the second release's name
 
 
 def test_dubn_conversion_keeps_the_function_and_checkpoints_load(tmp_path: Path) -> None:

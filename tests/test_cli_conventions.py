@@ -47,7 +47,7 @@ def test_each_shared_flag_has_one_meaning_in_every_command():
 @pytest.mark.parametrize("command, arg, flag", [
     ("certify", "n", "--N"), ("certify", "n0", "--N0"), ("certify", "batch_size", "--batch"),
     ("certify", "alpha", "--alpha"), ("certify", "max_count", "--max"), ("certify", "data_root", "--data-root"),
-    ("train", "batch_size", "--batch-size"), ("train", "norm", "--norm-layers"), ("train", "m", "--m"),
+    ("train", "batch_size", "--batch-size"), ("train", "normalization", "--norm-layers"), ("train", "m", "--m"),
     ("train", "lr_step_size", "--lr-step-size"), ("train", "out_dir", "--out"), ("attack", "n", "--N"),
     ("attack", "step_size", "--step-size"), ("check-certificates", "cert_alpha", "--cert-alpha"),
     ("evaluate", "max_images", "--max"), ("plot", "max_radius", "--max-radius"),

@@ -108,7 +108,7 @@ def test_the_cli_choices_are_the_librarys():
     from smoothcert.analysis import FORMATS
     from smoothcert.attacks import NORMS as ATTACK_NORMS
     from smoothcert.cli import names
-    from smoothcert.models.dubin import NORMS as NORM_LAYERS
+    from smoothcert.models.dubin import NORMALIZATIONS as NORM_LAYERS
     from smoothcert.noise import BOUNDS, NOISES, NORMS
     from smoothcert.train import SCHEDULES
 

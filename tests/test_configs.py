@@ -131,3 +131,10 @@ def test_a_first_release_meta_reads_as_gaussian_l2_one_sided(tmp_path):
     config = CertifyConfig.from_log(Path(out))
     assert (config.noise, config.norm, config.bound, config.sequential, config.n) == \
         ("gaussian", "l2", "one-sided", False, 100000)
+
+
+def test_the_normalization_layers_are_recorded_under_the_key_of_every_release():
+    assert TrainConfig(model_kwargs={"normalization": "dubin"}).model_kwargs == {"norm": "dubin"}
+    assert TrainConfig(model_kwargs={"norm": "dubin"}) == TrainConfig(model_kwargs={"normalization": "dubin"})
+    with pytest.raises(ArgumentError, match="^model_kwargs: .*once"):
+        TrainConfig(model_kwargs={"norm": "dubin", "normalization": "dubn"})

@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # torch is imported by the commands' work, not by the CLI's s
 FLAG_OF_ARG: dict[str, str] = {"n0": "--N0", "n": "--N", "batch_size": "--batch", "max_count": "--max",
                                "max_images": "--max", "max": "--max", "out_dir": "--out", "labels": "--label"}
 FLAG_OF_ARG_IN: dict[str, dict[str, str]] = {
-    "train": {"batch_size": "--batch-size", "norm": "--norm-layers", "max_count": "--max-train-samples"},
+    "train": {"batch_size": "--batch-size", "normalization": "--norm-layers", "max_count": "--max-train-samples"},
 }
 
 

@@ -9,4 +9,4 @@ BOUNDS = ("one-sided", "two-sided")  # smoothcert.noise.BOUNDS
 ATTACK_NORMS = ("linf", "l2")  # smoothcert.attacks.NORMS
 TABLE_FORMATS = ("md", "latex", "json", "csv")  # smoothcert.analysis.FORMATS
 SCHEDULES = ("step", "cosine")  # smoothcert.train.SCHEDULES
-NORM_LAYERS = ("bn", "dubn", "dubin")  # smoothcert.models.dubin.NORMS
+NORM_LAYERS = ("bn", "dubn", "dubin")  # smoothcert.models.dubin.NORMALIZATIONS

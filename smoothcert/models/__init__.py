@@ -27,6 +27,10 @@ def list_models() -> list[str]:
     return MODELS.names()
 
 
+# the key under which a run's config.json records the normalization layers in model_kwargs (every release's)
+RECORDED_NORMALIZATION_KEY = "norm"
+
+
 def create_model(
     name: str,
     num_classes: int,
@@ -34,18 +38,22 @@ def create_model(
     input_size: int = 32,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
-    norm: str = "bn",
+    normalization: str = "bn",
     **kwargs,
 ) -> nn.Sequential:
     """Build ``NormalizeLayer(mean, std)`` followed by the registered network ``name``.
-    ``mean``/``std`` default to 0/1 (no normalisation). ``norm`` other than "bn" (dubn, dubin:
-    AugMax's dual normalisation) converts the network with ``models.dubin.apply_norm``."""
+    ``mean``/``std`` default to 0/1 (no normalisation). ``normalization`` other than "bn" (dubn,
+    dubin: AugMax's dual normalisation) converts the network with
+    ``models.dubin.apply_normalization``. ``norm=`` is the same setting under the key a run's
+    config.json records it (``model_kwargs: {"norm": "dubin"}``), read as ``normalization``."""
+    if RECORDED_NORMALIZATION_KEY in kwargs:
+        normalization = kwargs.pop(RECORDED_NORMALIZATION_KEY)
     builder = MODELS.get(name)
     net = builder(num_classes=num_classes, in_channels=in_channels, input_size=input_size, **kwargs)
-    if norm != "bn":
-        from .dubin import apply_norm
+    if normalization != "bn":
+        from .dubin import apply_normalization
 
-        net = apply_norm(net, norm)
+        net = apply_normalization(net, normalization)
     if getattr(builder, "pixel_space", False):  # image-to-image nets (denoisers, models.denoising): pixels in, no
         mean, std = [0.0], [1.0]  # dataset normalisation -- the identity, broadcast over any number of channels
     mean = [0.0] * in_channels if mean is None else list(mean)
@@ -55,4 +63,4 @@ def create_model(
 
 from . import cifar_resnet, denoising, lenet, preact_resnet, resnet, wrn  # noqa: E402,F401  (register families)
 
-__all__ = ["MODELS", "NormalizeLayer", "create_model", "list_models", "register_model"]
+__all__ = ["MODELS", "NormalizeLayer", "RECORDED_NORMALIZATION_KEY", "create_model", "list_models", "register_model"]

@@ -8,11 +8,16 @@
 * ``DuBIN``: IBN-Net's instance-batch mix with a DuBN for the batch half: the first half of the
   channels goes through an affine InstanceNorm, the rest through a DuBN.
 
-``apply_norm(net, "dubn")`` turns every BatchNorm2d of ``net`` into a DuBN;
-``apply_norm(net, "dubin")`` also replaces the first normalisation of each early residual block
+``apply_normalization(net, "dubn")`` turns every BatchNorm2d of ``net`` into a DuBN;
+``apply_normalization(net, "dubin")`` also replaces the first normalisation of each early residual block
 (every block before the last stage, as IBN-Net does) with a DuBIN. Residual blocks are the
 CIFAR ResNet, pre-activation ResNet and Wide ResNet blocks of ``smoothcert.models``, and any
 class added with ``register_residual_block``; a model built from them works as is.
+
+The word: a model's *normalization* (``NORMALIZATIONS``: bn, dubn, dubin; ``create_model``'s
+``normalization``, ``train --norm-layers``) is its kind of normalisation layers; ``norm`` in the
+library is always an Lp norm (a certificate's, an attack's). ``NORMS`` and ``apply_norm`` are the
+second release's names of ``NORMALIZATIONS`` and ``apply_normalization``, kept for its callers.
 """
 from __future__ import annotations
 
@@ -25,7 +30,8 @@ from torch import nn
 from ..validation import ArgumentError
 
 ROUTES = ("clean", "adv")
-NORMS = ("bn", "dubn", "dubin")
+NORMALIZATIONS = ("bn", "dubn", "dubin")
+NORMS = NORMALIZATIONS  # the second release's name
 
 
 class DuBN(nn.Module):
@@ -140,7 +146,7 @@ _RESIDUAL_BLOCKS: dict[type, str] = {}
 
 def register_residual_block(cls: type, first_norm: str = "bn1") -> type:
     """Declare ``cls`` a residual block whose first normalisation is the attribute ``first_norm``
-    (a BatchNorm2d), so that ``apply_norm(net, "dubin")`` converts models built from it."""
+    (a BatchNorm2d), so that ``apply_normalization(net, "dubin")`` converts models built from it."""
     _RESIDUAL_BLOCKS[cls] = first_norm
     return cls
 
@@ -202,34 +208,41 @@ def early_blocks(blocks: list[nn.Module]) -> list[nn.Module]:
     return blocks[:last_stage_start]
 
 
-def apply_norm(net: nn.Module, norm: str) -> nn.Module:
-    """Convert ``net`` in place to normalisation ``norm`` and return it: "bn" leaves it alone,
-    "dubn" makes every BatchNorm2d a DuBN, "dubin" does that and puts a DuBIN in the first
-    normalisation of each early residual block. ValueError if the model cannot take ``norm``."""
-    if norm not in NORMS:
-        raise ArgumentError("norm", f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
-    if norm == "bn":
+def apply_normalization(net: nn.Module, normalization: str) -> nn.Module:
+    """Convert ``net`` in place to ``normalization`` (``NORMALIZATIONS``) and return it: "bn"
+    leaves it alone, "dubn" makes every BatchNorm2d a DuBN, "dubin" does that and puts a DuBIN in
+    the first normalisation of each early residual block. ArgumentError (``normalization``) if
+    the model cannot take it."""
+    if normalization not in NORMALIZATIONS:
+        raise ArgumentError("normalization", f"normalization must be one of {', '.join(NORMALIZATIONS)}, got "
+                                             f"{normalization!r}")
+    if normalization == "bn":
         return net
     kind = type(net).__name__
-    if norm == "dubin":
+    if normalization == "dubin":
         blocks = residual_blocks(net)
         if not blocks:
-            raise ArgumentError("norm", f"norm dubin needs a model with residual blocks (cifar_resnet20/110, preact_resnet18, "
-                             f"wrn, or a model built from their blocks); the model ({kind}) has none")
+            raise ArgumentError("normalization", "normalization dubin needs a model with residual blocks "
+                                                 "(cifar_resnet20/110, preact_resnet18, wrn, or a model built from "
+                                                 f"their blocks); the model ({kind}) has none")
         for block in early_blocks(blocks):
             attr = _RESIDUAL_BLOCKS[type(block)]
             current = getattr(block, attr, None)
             if isinstance(current, DuBIN):
                 continue
             if not isinstance(current, (nn.BatchNorm2d, DuBN)):
-                raise ArgumentError("norm", f"norm dubin: {type(block).__name__}.{attr} is {type(current).__name__}, "
-                                 f"expected a BatchNorm2d")
+                raise ArgumentError("normalization", f"normalization dubin: {type(block).__name__}.{attr} is "
+                                                     f"{type(current).__name__}, expected a BatchNorm2d")
             setattr(block, attr, DuBIN.from_norm(current))
     converted = _convert_batchnorms(net)
     if converted == 0 and not has_dual_bn(net):
-        raise ArgumentError("norm", f"norm {norm} needs a model with BatchNorm2d layers; the model ({kind}) has none")
+        raise ArgumentError("normalization", f"normalization {normalization} needs a model with BatchNorm2d layers; "
+                                             f"the model ({kind}) has none")
     return net
 
 
-__all__ = ["DuBIN", "DuBN", "NORMS", "ROUTES", "apply_norm", "dual_bn_route", "early_blocks", "has_dual_bn",
-           "register_residual_block", "residual_blocks"]
+apply_norm = apply_normalization  # the second release's name
+
+
+__all__ = ["DuBIN", "DuBN", "NORMALIZATIONS", "NORMS", "ROUTES", "apply_norm", "apply_normalization", "dual_bn_route",
+           "early_blocks", "has_dual_bn", "register_residual_block", "residual_blocks"]
