@@ -368,11 +368,9 @@ def test_cli_check_certificates(trained_run, runner, tmp_path):
     r = check(log, "ok.tsv")
     assert r.exit_code == 0 and "10 certificates checked" in r.output and " 0 violations" in r.output, r.output
     assert len(read_tsv(tmp_path / "ok.tsv")[1]) == 10
-    # the first release's spelling still works for one release, with a deprecation warning
-    old = runner.invoke(main, ["attack", str(trained_run), "--check-certificates", str(log), "--N", "300", "--seed",
-                               "0", "--quiet", "--out", str(tmp_path / "old.tsv")])
-    assert old.exit_code == 0 and "deprecated" in old.output and "smoothcert check-certificates" in old.output
-    assert rows_without_time(tmp_path / "old.tsv") == rows_without_time(tmp_path / "ok.tsv")
+    # the first release's spelling (attack --check-certificates) was removed in the third
+    old = runner.invoke(main, ["attack", str(trained_run), "--check-certificates", str(log), "--quiet"])
+    assert old.exit_code == 2 and "--check-certificates" in old.output, old.output
     planted = tmp_path / "planted.tsv"  # every certificate claims radius 3 (the 8x8 cube's diagonal is 8)
     with TSVLog(planted, CERTIFY_COLUMNS) as f:
         for row in read_tsv(log)[1]:
@@ -392,7 +390,6 @@ def test_cli_check_certificates(trained_run, runner, tmp_path):
     (["--sigma", "0.5"], "--sigma"),
     (["--smoothed", "--num-noise-vec", "0"], "--num-noise-vec"),
     (["--sanity", "--eps", "0.1"], "--eps"),
-    (["--check-certificates", "x.tsv", "--eps", "0.1"], "--eps"),
     (["--dataset", "synthetic"], "classes"),
 ])
 def test_cli_errors_exit_2_one_line(trained_run, runner, tmp_path, args, needle):
@@ -425,8 +422,8 @@ def test_cli_check_certificates_errors(trained_run, runner, tmp_path):
         r = runner.invoke(main, ["check-certificates", str(trained_run), str(log), *args])
         err = [l for l in r.output.splitlines() if l.startswith("Error")]
         assert r.exit_code == 2 and len(err) == 1 and needle in err[0], (args, r.output)
-    r = runner.invoke(main, ["attack", str(trained_run), "--level", "0.1"])
-    assert r.exit_code == 2 and "--level does not apply" in r.output
+    r = runner.invoke(main, ["attack", str(trained_run), "--level", "0.1"])  # check-certificates' option only
+    assert r.exit_code == 2 and "No such option '--level'" in r.output
 
 
 def test_cli_source_for_another_dataset_exits_2(trained_run, runner, tmp_path):

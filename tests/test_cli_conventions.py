@@ -81,12 +81,12 @@ def test_certify_conventions(digits_run, runner, tmp_path):
                              *FAST])
     assert r.exit_code == 0, r.output
     assert len(_rows(a)) == 3 and json.loads((tmp_path / "a.tsv.meta.json").read_text())["seed"] == 0  # default seed
-    # --max -1 (the first release's "all") still works, with a warning
+    # --max omitted is all (the first release's --max -1 was removed in the third)
     c = tmp_path / "c.tsv"
-    r = runner.invoke(main, ["certify", str(digits_run), "--skip", "60", "--max", "-1", "--out", str(c), *FAST])
+    r = runner.invoke(main, ["certify", str(digits_run), "--skip", "60", "--out", str(c), *FAST])
     every = -(-len(get_dataset("digits", "test")) // 60)
-    assert r.exit_code == 0 and "deprecated" in r.output and len(_rows(c)) == every, r.output
-    for args, needle in ((["--max", "0"], "--max"), (["--amp", "fp32"], "--amp"),
+    assert r.exit_code == 0 and len(_rows(c)) == every, r.output
+    for args, needle in ((["--max", "0"], "--max"), (["--max", "-1"], "--max"), (["--amp", "fp32"], "--amp"),
                          (["--out", str(tmp_path)], "is a folder")):
         r = runner.invoke(main, ["certify", str(digits_run), *FAST, "--out", str(tmp_path / "o.tsv"), *args])
         err = [line for line in r.output.splitlines() if line.startswith("Error")]
@@ -99,18 +99,17 @@ def test_train_old_spellings_warn_and_mean_the_same(runner, tmp_path):
     new = runner.invoke(main, ["train", "--out", str(tmp_path / "new"), "--batch-size", "32", "--norm-layers", "bn",
                                *common])
     assert new.exit_code == 0 and "deprecated" not in new.output, new.output
-    old = runner.invoke(main, ["train", str(tmp_path / "old"), "--batch", "32", "--norm", "bn", *common])
-    assert old.exit_code == 0, old.output
-    for spelling in ("the positional OUT_DIR", "--batch", "--norm"):
-        assert f"warning: {spelling} is deprecated" in old.output
     second = runner.invoke(main, ["train", "--out", str(tmp_path / "second"), "--batch-size", "32", "--normalize",
                                   "bn", *common])  # the second release's spelling of --norm-layers
     assert second.exit_code == 0 and "warning: --normalize is deprecated" in second.output, second.output
-    configs = [json.loads((tmp_path / d / "config.json").read_text()) for d in ("new", "old")]
+    configs = [json.loads((tmp_path / d / "config.json").read_text()) for d in ("new", "second")]
     assert configs[0]["batch_size"] == configs[1]["batch_size"] == 32
     assert configs[0]["model_kwargs"] == configs[1]["model_kwargs"] == {"norm": "bn"}
-    for args, needle in ((["--out", str(tmp_path / "x"), "--batch", "8", "--batch-size", "8"], "not both"),
-                         ([str(tmp_path / "x"), "--out", str(tmp_path / "y")], "once"),
+    for args, needle in ((["--out", str(tmp_path / "x"), "--normalize", "bn", "--norm-layers", "bn"], "not both"),
+                         # the first release's spellings were removed in the third: usage errors now
+                         ([str(tmp_path / "x")], "unexpected extra argument"),
+                         (["--out", str(tmp_path / "x"), "--batch", "32"], "--batch"),
+                         (["--out", str(tmp_path / "x"), "--norm", "bn"], "--norm"),
                          ([], "Missing option '--out'"),
                          (["--out", str(tmp_path / "x"), "--amp", "bf16"], "--amp")):
         r = runner.invoke(main, ["train", *args, *common])

@@ -60,8 +60,8 @@ def test_predict_takes_noise(digits_run, runner, tmp_path):
 
 def test_train_with_laplace_noise_is_certified_with_it_by_default(tmp_path, runner):
     run = tmp_path / "lap"
-    r = runner.invoke(main, ["train", str(run), "--dataset", "synthetic", "--method", "gauss", "--sigma", "0.25",
-                             "--noise", "laplace", "--epochs", "1", "--batch-size", "32", "--max-train-samples", "64",
+    r = runner.invoke(main, ["train", "--out", str(run), "--dataset", "synthetic", "--method", "gauss", "--sigma",
+                             "0.25", "--noise", "laplace", "--epochs", "1", "--batch-size", "32", "--max-train-samples", "64",
                              "--max-test-samples", "32", "--quiet"])
     assert r.exit_code == 0, r.output
     _, config = load_model(run)
@@ -79,7 +79,7 @@ def test_train_with_laplace_noise_is_certified_with_it_by_default(tmp_path, runn
      "conflicts with noise uniform"),
 ])
 def test_train_bad_noise_exits_2(tmp_path, runner, args, needle):
-    r = runner.invoke(main, ["train", str(tmp_path / "x"), "--dataset", "synthetic", "--quiet", *args])
+    r = runner.invoke(main, ["train", "--out", str(tmp_path / "x"), "--dataset", "synthetic", "--quiet", *args])
     assert r.exit_code == 2, r.output
     err = [line for line in r.output.splitlines() if line.startswith("Error")]
     assert len(err) == 1 and needle in err[0], r.output

@@ -238,8 +238,8 @@ def test_ddp_two_processes_train_like_one(tmp_path):
             "--max-train-samples", "128", "--max-test-samples", "64", "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                           str(29500 + os.getpid() % 1000), "-m", "smoothcert.cli", args[0], str(tmp_path / "ddp"),
-                           *args[1:]], env=env, capture_output=True, text=True, timeout=300)
+                           str(29500 + os.getpid() % 1000), "-m", "smoothcert.cli", args[0], "--out",
+                           str(tmp_path / "ddp"), *args[1:]], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     single = train(tmp_path / "single", method="gauss", method_params={"sigma": 0.0}, epochs=2, batch_size=32,
                    dataset="synthetic", max_train_samples=128, max_test_samples=64, quiet=True)

@@ -15,8 +15,7 @@ from .names import ATTACK_NORMS as NORMS, NOISES
 from ..validation import ArgumentError, check_alpha, check_float, check_int, check_output, check_sigma
 from .certify import selection
 from .common import (ModelSource, batch_option, data_options, device_option, given, max_option,
-                     model_source_options, noise_option, quiet_option, resolve_device, seed_option, user_errors,
-                     warn_deprecated)
+                     model_source_options, noise_option, quiet_option, resolve_device, seed_option, user_errors)
 
 SANITY_STEPS, SANITY_STEP_SIZE = 200, 0.01
 
@@ -112,7 +111,7 @@ def _run_check(ctx: click.Context, model: ModelSource, log: Path, dataset: str |
                sigma: float | None, num_noise_vec: int, n: int, alpha: float, steps: int, step_size: float | None,
                radius_scale: float, cert_alpha: float | None, level: float, skip: int, max_count: int | None,
                batch: int, seed: int, out: Path | None, device: str | None, quiet: bool) -> None:
-    """check-certificates' work (also behind the deprecated ``attack --check-certificates``)."""
+    """check-certificates' work."""
     _check_shared(sigma, num_noise_vec, n, alpha, steps, step_size, batch, out)
     check_float("radius_scale", radius_scale, 0.0, 1.0, lo_open=True)
     if cert_alpha is not None:
@@ -200,18 +199,13 @@ def check_certificates_cmd(ctx: click.Context, paths: tuple[Path, ...], model: M
 @click.option("--sanity", is_flag=True,
               help=f"Gradient-masking check: unbounded PGD, {SANITY_STEPS} steps of {SANITY_STEP_SIZE} in --norm; "
                    "accuracy should fall to about 0.")
-@click.option("--check-certificates", "cert_log", type=click.Path(path_type=Path), default=None, hidden=True)
-@click.option("--radius-scale", type=float, default=None, hidden=True)
-@click.option("--cert-alpha", type=float, default=None, hidden=True)
-@click.option("--level", type=float, default=None, hidden=True)
 @_options(_common_tail())
 @click.pass_context
 @user_errors
 def attack(ctx: click.Context, model: ModelSource, dataset: str | None, data_root: str | None, split: str, attack_name: str,
            norm: str, eps: float, steps: int, step_size: float | None, random_start: bool, source: Path | None,
            smoothed: bool, sigma: float | None, num_noise_vec: int, n: int, alpha: float, noise: str | None,
-           sanity: bool, cert_log: Path | None, radius_scale: float | None, cert_alpha: float | None,
-           level: float | None, skip: int, max_count: int | None, batch: int, seed: int, out: Path | None,
+           sanity: bool, skip: int, max_count: int | None, batch: int, seed: int, out: Path | None,
            device: str | None, quiet: bool) -> None:
     """Empirical robustness of MODEL (run directory or checkpoint; or --model) under FGSM or PGD.
 
@@ -222,16 +216,6 @@ def attack(ctx: click.Context, model: ModelSource, dataset: str | None, data_roo
     --noise); --sanity runs the unbounded-PGD check. Certificates are tested by
     `smoothcert check-certificates`.
     """
-    if cert_log is not None:  # the first release's spelling of check-certificates
-        warn_deprecated("attack --check-certificates LOG", "use smoothcert check-certificates MODEL LOG")
-        _refuse(ctx, "to check-certificates (each input is attacked with L2 PGD at its certified radius)",
-                "attack_name", "norm", "eps", "random_start", "source", "sanity", "smoothed", "noise")
-        _run_check(ctx, model, cert_log, dataset, data_root, split, sigma, num_noise_vec, n, alpha, steps, step_size,
-                   0.99 if radius_scale is None else radius_scale, cert_alpha, 0.01 if level is None else level,
-                   skip, max_count, batch, seed, out, device, quiet)
-        return
-    _refuse(ctx, "without --check-certificates (see smoothcert check-certificates)",
-            "radius_scale", "cert_alpha", "level")
     if not smoothed:
         _refuse(ctx, "without --smoothed", "sigma", "num_noise_vec", "n", "alpha", "noise")
     if sanity:

@@ -16,8 +16,8 @@ Conventions (one meaning per name, every command):
 * ``--normalize MEAN,STD``  the input normalisation put in front of a ``--model`` (certify, predict,
                 attack, check-certificates, evaluate); pixels stay in [0, 1].
 
-Old spellings (``train OUT_DIR``, ``train --batch``, ``train --norm`` and ``train --normalize`` for
-``--norm-layers``, ``--max -1``, ``attack --check-certificates``) still work for one release and print a deprecation warning.
+An old spelling kept for one release prints a deprecation warning (``deprecated_option``,
+``warn_deprecated``); CHANGELOG.md lists the old spellings and when each goes.
 """
 from __future__ import annotations
 
@@ -137,9 +137,6 @@ def batch_option(default: int, help: str = "Rows per forward pass.") -> Callable
 
 
 def _max_callback(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
-    if value == -1:
-        warn_deprecated("--max -1", "omit --max to take all inputs")
-        return None
     if value is not None and value < 1:
         raise click.BadParameter(f"must be >= 1 (omit it for all), got {value}", ctx=ctx, param=param)
     return value

@@ -17,8 +17,7 @@ from typing import Any
 import click
 
 from . import main
-from .common import (amp_option, channels_last_option, deprecated_option, device_option, resolve_device,
-                     user_errors, warn_deprecated)
+from .common import amp_option, channels_last_option, deprecated_option, device_option, resolve_device, user_errors
 from .names import NORM_LAYERS as NORMS, SCHEDULES
 
 # (flag, type, help): every method parameter the CLI knows; each goes to the methods that take it
@@ -92,7 +91,6 @@ def _method_options(fn: Any) -> Any:
 
 
 @main.command("train")
-@click.argument("out_dir", required=False, metavar="[OUT_DIR]", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run directory to write (config.json, checkpoint.pt, train_log.tsv).")
 @click.option("--dataset", default="digits", show_default=True,
@@ -105,7 +103,6 @@ def _method_options(fn: Any) -> Any:
               help="Normalisation layers: bn, or AugMax's dual BatchNorm dubn / dubin.")
 @deprecated_option("--normalize", "norm_layers", "--norm-layers",
                    " (--normalize MEAN,STD is the input normalisation of certify's --model)", type=click.Choice(NORMS))
-@deprecated_option("--norm", "norm_layers", "--norm-layers", type=click.Choice(NORMS))
 @click.option("--method", default="gauss", show_default=True,
               help="Training method: gauss, maxup-gauss, maxup, alps, smoothadv, augmix, augmax, stability, "
                    "consistency, macer, smoothmix, catrs, denoiser, ddpm (`smoothcert methods` lists them).")
@@ -113,8 +110,6 @@ def _method_options(fn: Any) -> Any:
 @click.option("--epochs", type=int, default=90, show_default=True)
 @click.option("--batch-size", "batch_size", type=int, default=256, show_default=True,
               help="Global optimisation batch (over all torchrun processes).")
-@deprecated_option("--batch", "batch_size", "--batch-size",
-                   " (--batch is rows per forward pass in every other command)", type=int)
 @click.option("--lr", type=float, default=0.1, show_default=True)
 @click.option("--momentum", type=float, default=0.9, show_default=True)
 @click.option("--weight-decay", type=float, default=1e-4, show_default=True)
@@ -137,7 +132,7 @@ def _method_options(fn: Any) -> Any:
 @click.option("--max-test-samples", type=int, default=None, help="Evaluate on the first N test inputs only.")
 @click.option("--quiet", is_flag=True, help="No progress bar or epoch lines.")
 @user_errors
-def train(out_dir: Path | None, out: Path | None, dataset: str, data_root: str | None, download: bool,
+def train(out: Path | None, dataset: str, data_root: str | None, download: bool,
           arch: str | None, norm_layers: str, method: str, epochs: int, batch_size: int, lr: float, momentum: float,
           weight_decay: float, schedule: str, lr_step_size: int, lr_gamma: float, seed: int, device: str | None,
           amp: str, channels_last: bool, resume: bool, overwrite: bool, num_workers: int,
@@ -146,8 +141,7 @@ def train(out_dir: Path | None, out: Path | None, dataset: str, data_root: str |
 
     --out gets config.json (what `smoothcert certify` needs), checkpoint.pt (each epoch,
     atomically) and train_log.tsv. Defaults follow Cohen et al. (2019). Under torchrun, run
-    `torchrun --nproc_per_node N -m smoothcert.cli train ...`. (The positional OUT_DIR of the
-    first release still works, with a deprecation warning.)
+    `torchrun --nproc_per_node N -m smoothcert.cli train ...`.
 
     \b
     Examples:
@@ -155,11 +149,6 @@ def train(out_dir: Path | None, out: Path | None, dataset: str, data_root: str |
       smoothcert train --out runs/maxup --dataset cifar10 --data-root data --method maxup-gauss --m 25 --sigma 0.25
       smoothcert train --out runs/cons --method consistency --sigma 0.5 -p lbd=20 -p num_noise_vec=2
     """
-    if out_dir is not None:
-        if out is not None:
-            raise click.UsageError("give the run directory once: --out (the positional OUT_DIR is deprecated)")
-        warn_deprecated("the positional OUT_DIR", "use --out OUT_DIR")
-        out = out_dir
     if out is None:
         raise click.UsageError("Missing option '--out' (the run directory to write).")
     from ..train import NonFiniteLoss, train as train_run
