@@ -29,6 +29,7 @@ from typing import Any
 
 from .models import RECORDED_NORMALIZATION_KEY
 from .runs.logged import LEGACY_DEFAULTS, Selection, read_meta
+from .shards import parse_shard
 from .seeding import check_seed
 from .sequential import check_radii
 from .validation import ArgumentError, check_alpha, check_float, check_int
@@ -277,7 +278,9 @@ class CertifyConfig:
         known = set(_META_FIELDS) | set(_CLASSIFIER_KEYS)
         fields["options"] = {k: v for k, v in entry.items() if k not in known}
         selection = meta.get("selection") if isinstance(meta.get("selection"), Mapping) else {}
-        fields["selection"] = Selection(selection.get("skip", 1), selection.get("max", -1))
+        shard = selection.get("shard")  # a shard's log (smoothcert.shards): its selection is that shard
+        fields["selection"] = Selection(selection.get("skip", 1), selection.get("max", -1),
+                                        parse_shard(shard) if isinstance(shard, str) else None)
         fields["seed"] = meta.get("seed")
         return cls(**{**fields, **changes})
 

@@ -16,4 +16,4 @@ def main() -> None:
     """Certified robustness by randomized smoothing: train, certify, analyse."""
 
 
-from . import analyze, attack, certify, evaluate, quickstart, train  # noqa: E402,F401  (each module adds its commands to main)
+from . import analyze, attack, certify, evaluate, merge, quickstart, train  # noqa: E402,F401  (each module adds its commands to main)

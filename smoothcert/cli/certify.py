@@ -55,6 +55,10 @@ def _smoothing_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                           "probed; or 'auto': bounded by free memory (noise then drawn as with --batch 1000)."),
         click.option("--skip", type=int, default=1, show_default=True, help="Take every SKIP-th input of the split."),
         max_option("inputs (counts selected inputs, not dataset indices as the original code did)"),
+        click.option("--shard", default=None, metavar="I/K|slurm",
+                     help="Only the I-th of K disjoint slices of the selected inputs (1 <= I <= K), into its own log "
+                          "(e.g. one Slurm array task each; `slurm` reads SLURM_ARRAY_TASK_ID and the array's "
+                          "size); the K logs together hold the rows of the unsharded run: `smoothcert merge`."),
         click.option("--out", type=click.Path(path_type=Path), required=True,
                      help="TSV log; rerunning with the same file resumes where it stopped."),
         seed_option("the noise"),
@@ -71,11 +75,12 @@ def _smoothing_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def selection(skip: int, max_count: int | None) -> Selection:
-    """The inputs ``--skip``/``--max`` select (``--max`` omitted: all)."""
+def selection(skip: int, max_count: int | None, shard: str | None = None) -> Selection:
+    """The inputs ``--skip``/``--max`` select (``--max`` omitted: all), with ``--shard`` only its shard."""
     from ..runs import Selection
+    from ..shards import parse_shard
 
-    return Selection(skip, -1 if max_count is None else max_count)
+    return Selection(skip, -1 if max_count is None else max_count, parse_shard(shard))
 
 
 def _prepare(model: ModelSource, dataset: str | None, data_root: str | None, split: str, sigma: float | None,
@@ -136,8 +141,8 @@ _alpha_option = click.option("--alpha", type=float, default=0.001, show_default=
 @user_errors
 def certify(model: ModelSource, dataset: str | None, data_root: str | None, split: str, sigma: float | None,
             noise: str | None, denoiser: Path | None, alpha: float, batch: int | str, skip: int,
-            max_count: int | None, out: Path, seed: int | None, pack: int, device: str | None, amp: str,
-            channels_last: bool, compile_model: bool,
+            max_count: int | None, shard: str | None, out: Path, seed: int | None, pack: int, device: str | None,
+            amp: str, channels_last: bool, compile_model: bool,
             quiet: bool, n0: int, n: int, norm: str | None, bound: str, sequential: bool, radii_spec: str | None,
             tol: float | None) -> None:
     """Certify the smoothed classifier on a dataset split (CERTIFY of Cohen et al., 2019).
@@ -154,6 +159,7 @@ def certify(model: ModelSource, dataset: str | None, data_root: str | None, spli
 
     check_int("n0", n0, 1)
     check_int("n", n, 1)
+    chosen = selection(skip, max_count, shard)  # a bad --shard before anything is loaded
     radii = None
     for flag, given in (("--radii", radii_spec is not None), ("--tol", tol is not None)):
         if given and not sequential:
@@ -169,7 +175,7 @@ def certify(model: ModelSource, dataset: str | None, data_root: str | None, spli
                           compile_model, out, denoiser)
     norm, bound = smooth.check_options(norm, bound)  # --norm/--bound for this noise, before the log is created
     report = certify_dataset(smooth, ds, out, n0=n0, n=n, alpha=alpha, batch_size=_noise_block(batch),
-                             selection=selection(skip, max_count), seed=seed, pack=pack,
+                             selection=chosen, seed=seed, pack=pack,
                              progress=not quiet, norm=norm, bound=bound,
                              sequential=sequential, radii=radii, tol=tol)
     if not quiet and report.rank == 0:
@@ -183,8 +189,8 @@ def certify(model: ModelSource, dataset: str | None, data_root: str | None, spli
 @user_errors
 def predict(model: ModelSource, dataset: str | None, data_root: str | None, split: str, sigma: float | None,
             noise: str | None, denoiser: Path | None, alpha: float, batch: int | str, skip: int,
-            max_count: int | None, out: Path, seed: int | None, pack: int, device: str | None, amp: str,
-            channels_last: bool, compile_model: bool,
+            max_count: int | None, shard: str | None, out: Path, seed: int | None, pack: int, device: str | None,
+            amp: str, channels_last: bool, compile_model: bool,
             quiet: bool, n: int) -> None:
     """Predict with the smoothed classifier on a dataset split (PREDICT of Cohen et al., 2019).
 
@@ -194,10 +200,11 @@ def predict(model: ModelSource, dataset: str | None, data_root: str | None, spli
     from ..certification import predict_dataset, run_summary
 
     check_int("n", n, 1)
+    chosen = selection(skip, max_count, shard)
     smooth, ds = _prepare(model, dataset, data_root, split, sigma, noise, alpha, batch, device, amp, channels_last,
                           compile_model, out, denoiser)
     report = predict_dataset(smooth, ds, out, n=n, alpha=alpha, batch_size=_noise_block(batch),
-                             selection=selection(skip, max_count), seed=seed, pack=pack,
+                             selection=chosen, seed=seed, pack=pack,
                              progress=not quiet)
     if not quiet and report.rank == 0:
         click.echo(run_summary(report))

@@ -58,6 +58,7 @@ from ..logs import (LogLock, TSVLog, atomic_write_bytes, atomic_write_json, chec
 from ..progress import Progress
 from ..processes import ProcessGroup
 from ..seeding import SEED_STRIDE, check_seed, derive_seed
+from ..shards import check_shard, format_shard, shard_of
 from ..validation import ArgumentError, check_int
 
 
@@ -74,18 +75,37 @@ def derived_seed(seed: int, index: int) -> int:
 @dataclass(frozen=True)
 class Selection:
     """Which inputs to process: every ``skip``-th index from 0, the first ``max_count`` of those
-    (``max_count`` counts inputs, not dataset indices; -1 means all)."""
+    (``max_count`` counts inputs, not dataset indices; -1 means all); with ``shard`` (I, K), only
+    the I-th of K disjoint slices of them (``smoothcert.shards.shard_of``, in blocks of the run's
+    ``per_batch``, so that the K shards' rows are the unsharded run's)."""
 
     skip: int = 1
     max_count: int = -1
+    shard: tuple[int, int] | None = None
 
-    def indices(self, length: int) -> list[int]:
+    def indices(self, length: int, block: int = 1) -> list[int]:
+        """The selected indices of a dataset of ``length`` inputs (the shard's, in blocks of ``block``)."""
+        idx = self.selected(length)
+        return idx if self.shard is None else shard_of(idx, self.shard, block)
+
+    def selected(self, length: int) -> list[int]:
+        """The indices ``skip`` and ``max_count`` select, all shards together."""
         check_int("skip", self.skip, 1)
         if isinstance(self.max_count, bool) or not isinstance(self.max_count, int) or \
                 self.max_count < -1 or self.max_count == 0:
             raise ArgumentError("max_count", f"max_count must be -1 (all) or >= 1, got {self.max_count!r}")
+        if self.shard is not None:
+            check_shard(self.shard)
         idx = list(range(0, length, self.skip))
         return idx if self.max_count == -1 else idx[: self.max_count]
+
+    def record(self, length: int) -> dict[str, Any]:
+        """The metadata's ``selection``: skip and max; for a shard also ``shard`` ("I/K") and
+        ``selected`` (the inputs of all shards together, which ``shards.merge_logs`` checks)."""
+        sel: dict[str, Any] = {"skip": self.skip, "max": self.max_count}
+        if self.shard is not None:
+            sel.update({"shard": format_shard(self.shard), "selected": len(self.selected(length))})
+        return sel
 
 
 @dataclass(frozen=True)
@@ -235,6 +255,11 @@ def _check_selection(out: Path, old: dict[str, Any], selection: Selection | None
     ``max_count`` extends the log; one that would leave logged rows out is refused naming
     ``max_count``). One line naming the flag's argument, the file, the line and both values."""
     recorded = old.get("selection") if isinstance(old.get("selection"), dict) else {}
+    shard = None if selection is None or selection.shard is None else format_shard(selection.shard)
+    if selection is not None and recorded.get("shard") != shard:
+        was, now = recorded.get("shard") or "none (all inputs)", shard or "none (all inputs)"
+        raise ArgumentError("shard", f"shard: {str(out)!r} holds rows of shard {was}, this run is shard {now}; "
+                                     "resume with the same shard or choose another file")
     if selection is not None and "skip" in recorded and recorded["skip"] != selection.skip:
         raise ArgumentError("skip", f"skip: {str(out)!r} holds rows selected with skip={recorded['skip']}, this run "
                                     f"has skip={selection.skip}; resume with the same selection or choose another "
@@ -330,7 +355,7 @@ def run_job(job: LoggedJob, dataset: Any, out: str | os.PathLike, *, device: tor
         seed = check_seed(seed)
     settings = _plain(dict(job.settings))
     selection = job.selection
-    indices = list(selection.indices(len(dataset)) if job.indices is None else job.indices)
+    indices = list(selection.indices(len(dataset), per_batch) if job.indices is None else job.indices)
     identity = _plain({"dataset": getattr(dataset, "name", None) or None,
                        "split": getattr(dataset, "split", None)})
     ranks = ProcessGroup(device)  # under torchrun: this rank's device must be its own GPU (processes.py)
@@ -359,7 +384,7 @@ def run_job(job: LoggedJob, dataset: Any, out: str | os.PathLike, *, device: tor
                 seed = 0 if seed is None else check_seed(seed)
                 atomic_write_json(_plain({**(job.meta or {}), "kind": key, "columns": list(columns), **identity,
                                           key: {**settings, **job.recorded}, "seed": seed,
-                                          "selection": {"skip": selection.skip, "max": selection.max_count}}),
+                                          "selection": selection.record(len(dataset))}),
                                   mp)
                 payload = ("ok", seed, sorted(log.done))
             except Exception as e:  # noqa: BLE001  (every rank must stop, not only rank 0)
