@@ -524,3 +524,22 @@ def test_cli_smoothed_attack_uses_the_runs_noise_and_noise_overrides(runner, tmp
     assert r.exit_code == 2 and "--noise: must be one of gaussian, laplace, uniform" in r.output, r.output
     r = runner.invoke(main, ["attack", str(run), "--noise", "laplace", "--max", "2", "--quiet"])
     assert r.exit_code == 2 and "--noise does not apply without --smoothed" in r.output, r.output
+
+
+def test_cli_predict_batch_is_predicts_noise_block_only(trained_run, runner, tmp_path):
+    """--batch is the attack's batch (rows per forward, each batch of inputs its own generator);
+    --predict-batch is PREDICT's noise block: recorded (not checked), absent from the metadata
+    when not given, refused without --smoothed; giving it as the default changes nothing."""
+    base = ["attack", str(trained_run), "--smoothed", "--norm", "l2", "--eps", "0.5", "--N", "100",
+            "--num-noise-vec", "4", "--max", "4", "--batch", "16", "--seed", "1", "--quiet"]
+    logs = {}
+    for name, extra in (("default", []), ("same", ["--predict-batch", "16"]), ("small", ["--predict-batch", "7"])):
+        logs[name] = tmp_path / f"{name}.tsv"
+        r = runner.invoke(main, [*base, *extra, "--out", str(logs[name])])
+        assert r.exit_code == 0, r.output
+    meta = {k: json.loads(Path(f"{p}.meta.json").read_text())["attack"] for k, p in logs.items()}
+    assert "predict_batch" not in meta["default"] and meta["small"]["predict_batch"] == 7
+    assert meta["default"]["batch_size"] == meta["small"]["batch_size"] == 16
+    assert rows_without_time(logs["same"]) == rows_without_time(logs["default"])
+    r = runner.invoke(main, ["attack", str(trained_run), "--predict-batch", "8", "--max", "2", "--quiet"])
+    assert r.exit_code == 2 and "--predict-batch does not apply without --smoothed" in r.output, r.output

@@ -24,7 +24,7 @@ from ..logs import read_tsv
 from ..smoothing import ABSTAIN, model_device
 from ..validation import ArgumentError, check_alpha, check_float, check_int
 from .base import lp_norm
-from .evaluate import SmoothedEval, log_path, predictor
+from .evaluate import SmoothedEval, batch_sizes, log_path, predictor
 from .pgd import PGD
 from .soft_smoothed import SoftSmoothed
 
@@ -97,7 +97,7 @@ def check_certificates(model: nn.Module, dataset: ImageDataset, log: str | Path,
                        out: str | Path | None = None, *, cert_alpha: float = 0.001, n: int = 1000,
                        alpha: float = 0.001, num_noise_vec: int = 8, steps: int = 10, step_size: float | None = None,
                        radius_scale: float = 0.99, level: float = 0.01, batch_size: int = 256,
-                       selection: Selection = Selection(), seed: int | None = None,
+                       predict_batch: int | None = None, selection: Selection = Selection(), seed: int | None = None,
                        meta: dict[str, Any] | None = None, progress: bool = False) -> CertificateCheck:
     """Try to break the certificates of a certify ``log`` (made with noise level ``sigma`` and
     failure probability ``cert_alpha``): for each certified input (cA, R), L2 PGD against the
@@ -106,13 +106,15 @@ def check_certificates(model: nn.Module, dataset: ImageDataset, log: str | Path,
     violation is a prediction that is neither cA nor abstain. Under a correct certificate that
     has probability <= cert_alpha + alpha per input (module doc); the count is tested against that
     binomial. With ``out``, rows go there (``CHECK_COLUMNS``, resumable); ``selection`` picks
-    among the certified rows."""
+    among the certified rows. ``batch_size`` and ``predict_batch``: as ``attack_dataset``'s
+    (``evaluate.batch_sizes``)."""
     batch_size = check_int("batch_size", batch_size, 1)
     radius_scale = check_float("radius_scale", radius_scale, 0.0, 1.0, lo_open=True)
     cert_alpha = check_float("cert_alpha", cert_alpha, 0.0, 1.0, lo_open=True, hi_open=True)
     level = check_float("level", level, 0.0, 1.0, lo_open=True, hi_open=True)
     check_alpha(alpha)
     spec = SmoothedEval(sigma, num_noise_vec, n, alpha)
+    per_batch, predict_block, recorded = batch_sizes(batch_size, spec, predict_batch)
     PGD(1.0, steps, step_size, "l2")  # validates steps and step_size
     check_gaussian_l2(log)
     certs = read_certificates(log)
@@ -125,7 +127,7 @@ def check_certificates(model: nn.Module, dataset: ImageDataset, log: str | Path,
             raise ValueError(f"certify log says idx {idx} has label {label}, the dataset says {int(dataset[idx][1])}:"
                              " wrong dataset or split?")
     device = model_device(model)
-    predict = predictor(model, dataset.num_classes, spec, batch_size)
+    predict = predictor(model, dataset.num_classes, spec, predict_block)
 
     def step(idx: list[int], xs: torch.Tensor, ys: torch.Tensor, gen: torch.Generator) -> list[list[Any]]:
         c_a = torch.tensor([by_idx[i][2] for i in idx], device=device)
@@ -142,8 +144,8 @@ def check_certificates(model: nn.Module, dataset: ImageDataset, log: str | Path,
     settings = {"certify_log": str(log), "sigma": sigma, "cert_alpha": cert_alpha, "smoothed": spec.settings(),
                 "steps": steps, "step_size": step_size, "radius_scale": radius_scale}
     job = LoggedJob(key="check", kind="certificate check", columns=CHECK_COLUMNS, work=step, settings=settings,
-                    recorded={"batch_size": batch_size}, selection=selection, indices=sorted(by_idx),
-                    per_batch=max(1, batch_size // num_noise_vec), meta=meta)
+                    recorded=recorded, selection=selection, indices=sorted(by_idx), per_batch=per_batch,
+                    meta=meta)
     with log_path(out) as path:
         run_job(job, dataset, path, device=device, seed=seed, progress=progress)
         header, rows = read_tsv(path)

@@ -95,10 +95,29 @@ def log_path(out: str | Path | None) -> Iterator[Path]:
         yield Path(tmp) / "log.tsv"
 
 
+def batch_sizes(batch_size: int, smoothed: SmoothedEval | None, predict_batch: int | None) -> tuple[int, int, dict]:
+    """(inputs per batch, PREDICT's noise block, the recorded batch settings) of an attack or a
+    certificate check: ``batch_size`` rows per forward pass of the attack -- that many inputs, or
+    ``batch_size // M`` with ``smoothed`` (M noisy copies each) --, each batch of inputs drawing
+    from its own seeded generator; ``predict_batch`` (default ``batch_size``; ``smoothed`` only)
+    the block in which PREDICT draws its samples from that generator (which also bounds its
+    forward passes). Both change the draws, not their distribution: recorded, not checked on
+    resume (``predict_batch`` only when given, so the metadata of the default reads as before)."""
+    batch_size = check_int("batch_size", batch_size, 1)
+    recorded: dict[str, Any] = {"batch_size": batch_size}
+    if predict_batch is not None:
+        if smoothed is None:
+            raise ArgumentError("predict_batch", "predict_batch: PREDICT's noise block needs smoothed (the smoothed "
+                                                 "classifier)")
+        recorded["predict_batch"] = check_int("predict_batch", predict_batch, 1)
+    per_batch = batch_size if smoothed is None else max(1, batch_size // smoothed.num_noise_vec)
+    return per_batch, batch_size if predict_batch is None else predict_batch, recorded
+
+
 def attack_dataset(model: nn.Module, dataset: ImageDataset, attack: Attack, out: str | Path | None = None, *,
                    source: nn.Module | None = None, smoothed: SmoothedEval | None = None, batch_size: int = 256,
-                   selection: Selection = Selection(), seed: int | None = None, meta: dict[str, Any] | None = None,
-                   progress: bool = False) -> AttackSummary:
+                   predict_batch: int | None = None, selection: Selection = Selection(), seed: int | None = None,
+                   meta: dict[str, Any] | None = None, progress: bool = False) -> AttackSummary:
     """Accuracy of ``model`` (or of its smoothed classifier) under ``attack`` on the selected
     inputs of ``dataset``; with ``out``, one TSV row each into ``out`` (``ATTACK_COLUMNS``:
     predict is the prediction at x', correct = [predict == label], clean_predict at x,
@@ -106,14 +125,14 @@ def attack_dataset(model: nn.Module, dataset: ImageDataset, attack: Attack, out:
 
     White-box by default. Black-box with ``source``: the examples are crafted on ``source``
     alone (its gradients; with ``smoothed``, its soft smoothed classifier) and ``model`` is only
-    evaluated, without autograd. ``batch_size`` counts rows per forward: a batch holds
-    batch_size inputs, or batch_size // M with ``smoothed`` (M noisy copies each); PREDICT
-    draws its samples in batches of batch_size."""
-    batch_size = check_int("batch_size", batch_size, 1)
+    evaluated, without autograd. ``batch_size`` counts rows per forward pass of the attack: a
+    batch holds batch_size inputs, or batch_size // M with ``smoothed`` (M noisy copies each);
+    ``predict_batch`` (default batch_size) is PREDICT's noise block (``batch_sizes``)."""
+    per_batch, predict_block, recorded = batch_sizes(batch_size, smoothed, predict_batch)
     if not isinstance(attack, Attack):
         raise ArgumentError("attack", "attack must be an FGSM or PGD instance")
     device = model_device(model)
-    predict = predictor(model, dataset.num_classes, smoothed, batch_size)
+    predict = predictor(model, dataset.num_classes, smoothed, predict_block)
     crafter = model if source is None else source
 
     def step(idx: list[int], xs: torch.Tensor, ys: torch.Tensor, gen: torch.Generator) -> list[list[Any]]:
@@ -126,11 +145,10 @@ def attack_dataset(model: nn.Module, dataset: ImageDataset, attack: Attack, out:
         return [[int(p), int(int(p) == int(y)), int(c), round(float(d), 6)]
                 for p, y, c, d in zip(adv, ys.cpu(), clean, norms)]
 
-    per_batch = batch_size if smoothed is None else max(1, batch_size // smoothed.num_noise_vec)
     settings = {"attack": attack.config(), "black_box": source is not None,
                 "smoothed": smoothed.settings() if smoothed else None}
-    job = LoggedJob(key="attack", columns=ATTACK_COLUMNS, work=step, settings=settings,
-                    recorded={"batch_size": batch_size}, selection=selection, per_batch=per_batch, meta=meta)
+    job = LoggedJob(key="attack", columns=ATTACK_COLUMNS, work=step, settings=settings, recorded=recorded,
+                    selection=selection, per_batch=per_batch, meta=meta)
     with log_path(out) as path:
         run_job(job, dataset, path, device=device, seed=seed, progress=progress)
         return summarize_attack_log(path)
@@ -146,5 +164,5 @@ def summarize_attack_log(path: str | Path) -> AttackSummary:
                          sum(int(r[h["correct"]]) for r in rows))
 
 
-__all__ = ["ATTACK_COLUMNS", "AttackSummary", "SmoothedEval", "attack_dataset", "log_path", "predictor",
-           "summarize_attack_log"]
+__all__ = ["ATTACK_COLUMNS", "AttackSummary", "SmoothedEval", "attack_dataset", "batch_sizes", "log_path",
+           "predictor", "summarize_attack_log"]

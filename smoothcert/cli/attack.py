@@ -44,6 +44,10 @@ def _smoothed_options(sigma_default: str) -> list[Callable[..., Any]]:
                      help="Noisy copies per PGD gradient (M)."),
         click.option("--N", "n", type=int, default=1000, show_default=True, help="PREDICT samples."),
         click.option("--alpha", type=float, default=0.001, show_default=True, help="PREDICT failure probability."),
+        click.option("--predict-batch", type=int, default=None,
+                     help="PREDICT's noise block: samples drawn per block from each batch's seeded generator (it "
+                          "changes the draws, not their distribution; also the bound of PREDICT's forward passes). "
+                          "[default: --batch]"),
     ]
 
 
@@ -62,8 +66,9 @@ def _common_tail() -> list[Callable[..., Any]]:
     return [
         click.option("--skip", type=int, default=1, show_default=True, help="Take every SKIP-th input."),
         max_option(),
-        batch_option(256, "Rows per forward pass: inputs, or inputs x --num-noise-vec when smoothed (also "
-                          "PREDICT's batch of noisy samples)."),
+        batch_option(256, "Rows per forward pass of the attack: inputs, or inputs x --num-noise-vec when "
+                          "smoothed; each batch of inputs draws from its own seeded generator. PREDICT's block is "
+                          "--predict-batch."),
         seed_option("the random starts and the noise"),
         click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
                      help="Also write one TSV row per input here (rerunning with the same file resumes); without "
@@ -92,7 +97,7 @@ def _resolve_sigma(sigma: float | None, recorded: dict[str, Any], config: dict[s
 
 
 def _check_shared(sigma: float | None, num_noise_vec: int, n: int, alpha: float, steps: int,
-                  step_size: float | None, batch: int, out: Path | None) -> None:
+                  step_size: float | None, batch: int, out: Path | None, predict_batch: int | None = None) -> None:
     """The checks of the options attack and check-certificates share, before anything is loaded."""
     if sigma is not None:
         check_sigma(sigma, positive=True)
@@ -103,16 +108,18 @@ def _check_shared(sigma: float | None, num_noise_vec: int, n: int, alpha: float,
     if step_size is not None:
         check_float("step_size", step_size, 0.0, lo_open=True)
     check_int("batch_size", batch, 1)
+    if predict_batch is not None:
+        check_int("predict_batch", predict_batch, 1)
     if out is not None:
         check_output("out", out)
 
 
 def _run_check(ctx: click.Context, model: ModelSource, log: Path, dataset: str | None, data_root: str | None, split: str,
-               sigma: float | None, num_noise_vec: int, n: int, alpha: float, steps: int, step_size: float | None,
-               radius_scale: float, cert_alpha: float | None, level: float, skip: int, max_count: int | None,
+               sigma: float | None, num_noise_vec: int, n: int, alpha: float, predict_batch: int | None,
+               steps: int, step_size: float | None, radius_scale: float, cert_alpha: float | None, level: float, skip: int, max_count: int | None,
                batch: int, seed: int, out: Path | None, device: str | None, quiet: bool) -> None:
     """check-certificates' work."""
-    _check_shared(sigma, num_noise_vec, n, alpha, steps, step_size, batch, out)
+    _check_shared(sigma, num_noise_vec, n, alpha, steps, step_size, batch, out, predict_batch)
     check_float("radius_scale", radius_scale, 0.0, 1.0, lo_open=True)
     if cert_alpha is not None:
         check_float("cert_alpha", cert_alpha, 0.0, 1.0, lo_open=True, hi_open=True)
@@ -130,7 +137,7 @@ def _run_check(ctx: click.Context, model: ModelSource, log: Path, dataset: str |
             "source": None}
     result = check_certificates(net, ds, log, sigma, out, cert_alpha=cert_alpha, n=n, alpha=alpha,
                                 num_noise_vec=num_noise_vec, steps=steps, step_size=step_size,
-                                radius_scale=radius_scale, level=level, batch_size=batch,
+                                radius_scale=radius_scale, level=level, batch_size=batch, predict_batch=predict_batch,
                                 selection=selection(skip, max_count), seed=seed, meta=meta,
                                 progress=not quiet)
     verdict = "SIGNIFICANT: certificates broken beyond alpha" if result.significant else "ok"
@@ -155,7 +162,8 @@ def _run_check(ctx: click.Context, model: ModelSource, log: Path, dataset: str |
 @user_errors
 def check_certificates_cmd(ctx: click.Context, paths: tuple[Path, ...], model: ModelSource, dataset: str | None,
                            data_root: str | None,
-                           split: str, sigma: float | None, num_noise_vec: int, n: int, alpha: float, steps: int,
+                           split: str, sigma: float | None, num_noise_vec: int, n: int, alpha: float,
+                           predict_batch: int | None, steps: int,
                            step_size: float | None, radius_scale: float, cert_alpha: float | None, level: float,
                            skip: int, max_count: int | None, batch: int, seed: int, out: Path | None,
                            device: str | None, quiet: bool) -> None:
@@ -173,8 +181,8 @@ def check_certificates_cmd(ctx: click.Context, paths: tuple[Path, ...], model: M
         raise click.UsageError(f"got {len(paths)} paths; give [MODEL] LOG (MODEL left out with --model)")
     log = paths[-1]
     model = replace(model, path=paths[0] if len(paths) == 2 else None)
-    _run_check(ctx, model, log, dataset, data_root, split, sigma, num_noise_vec, n, alpha, steps, step_size,
-               radius_scale, cert_alpha, level, skip, max_count, batch, seed, out, device, quiet)
+    _run_check(ctx, model, log, dataset, data_root, split, sigma, num_noise_vec, n, alpha, predict_batch, steps,
+               step_size, radius_scale, cert_alpha, level, skip, max_count, batch, seed, out, device, quiet)
 
 
 @main.command()
@@ -204,8 +212,8 @@ def check_certificates_cmd(ctx: click.Context, paths: tuple[Path, ...], model: M
 @user_errors
 def attack(ctx: click.Context, model: ModelSource, dataset: str | None, data_root: str | None, split: str, attack_name: str,
            norm: str, eps: float, steps: int, step_size: float | None, random_start: bool, source: Path | None,
-           smoothed: bool, sigma: float | None, num_noise_vec: int, n: int, alpha: float, noise: str | None,
-           sanity: bool, skip: int, max_count: int | None, batch: int, seed: int, out: Path | None,
+           smoothed: bool, sigma: float | None, num_noise_vec: int, n: int, alpha: float, predict_batch: int | None,
+           noise: str | None, sanity: bool, skip: int, max_count: int | None, batch: int, seed: int, out: Path | None,
            device: str | None, quiet: bool) -> None:
     """Empirical robustness of MODEL (run directory or checkpoint; or --model) under FGSM or PGD.
 
@@ -217,7 +225,7 @@ def attack(ctx: click.Context, model: ModelSource, dataset: str | None, data_roo
     `smoothcert check-certificates`.
     """
     if not smoothed:
-        _refuse(ctx, "without --smoothed", "sigma", "num_noise_vec", "n", "alpha", "noise")
+        _refuse(ctx, "without --smoothed", "sigma", "num_noise_vec", "n", "alpha", "predict_batch", "noise")
     if sanity:
         _refuse(ctx, f"with --sanity (PGD, {SANITY_STEPS} steps of {SANITY_STEP_SIZE}, no bound)",
                 "attack_name", "eps", "steps", "step_size", "random_start")
@@ -225,7 +233,7 @@ def attack(ctx: click.Context, model: ModelSource, dataset: str | None, data_roo
         _refuse(ctx, "to FGSM (one step of size --eps)", "steps", "step_size", "random_start")
     norm = norm.lower()
     check_float("eps", eps, 0.0, lo_open=True)
-    _check_shared(sigma, num_noise_vec, n, alpha, steps, step_size, batch, out)
+    _check_shared(sigma, num_noise_vec, n, alpha, steps, step_size, batch, out, predict_batch)
     if noise is not None and noise.lower() not in NOISES:
         raise ArgumentError("noise", f"noise must be one of {', '.join(NOISES)}, got {noise!r}")
 
@@ -256,7 +264,7 @@ def attack(ctx: click.Context, model: ModelSource, dataset: str | None, data_roo
         atk = PGD(eps, steps, step_size, norm, random_start=random_start)
     spec = SmoothedEval(sigma, num_noise_vec, n, alpha, noise) if smoothed else None
     summary = attack_dataset(net, ds, atk, out, source=crafter, smoothed=spec, batch_size=batch,
-                             selection=selection(skip, max_count), seed=seed, meta=meta,
+                             predict_batch=predict_batch, selection=selection(skip, max_count), seed=seed, meta=meta,
                              progress=not quiet)
     what = "unbounded pgd (sanity)" if sanity else \
         " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
