@@ -1,6 +1,7 @@
 """Smooth's inference copy (the caller's model is never changed), BatchNorm folding, the chunk
-probe, the reused workspace, memory errors, and ``--batch auto``."""
+probe, the reused workspace, memory errors, and ``--max-batch`` (a bound on the forward pass only)."""
 import copy
+import json
 
 import pytest
 import torch
@@ -184,24 +185,34 @@ def test_max_batch_auto_gives_the_counts_of_batch_1000(monkeypatch):
     assert torch.equal(a, b)
 
 
-def test_cli_batch_auto_with_pack(digits_run, runner, tmp_path, monkeypatch):
+def test_cli_max_batch_bounds_the_forward_pass_only(digits_run, runner, tmp_path, monkeypatch):
+    """--batch is the noise block (recorded); --max-batch N|auto only bounds the rows of a forward
+    pass: the rows are those of --batch alone, for a bound above or below the block, and the
+    metadata is the same (--max-batch is not recorded). --batch auto (the second release's)
+    means --batch 1000 --max-batch auto, with a warning."""
     caps = []
     real = memory_cap
     monkeypatch.setattr("smoothcert.sampling.memory_cap", lambda *a, **kw: caps.append(real(*a, **kw)) or caps[-1])
-    outs = {}
-    for batch in ("auto", "1000"):
-        out = tmp_path / f"{batch}.tsv"
+    outs, metas = {}, {}
+    for name, extra in (("plain", []), ("auto", ["--max-batch", "auto"]), ("small", ["--max-batch", "7"]),
+                        ("large", ["--max-batch", "5000"]), ("old", ["--batch", "auto"])):
+        out = tmp_path / f"{name}.tsv"
         r = runner.invoke(main, ["certify", str(digits_run), "--max", "3", "--out", str(out), "--N0", "10",
-                                 "--N", "300", "--batch", batch, "--pack", "2", "--seed", "3", "--quiet"])
+                                 "--N", "300", "--pack", "2", "--seed", "3", "--quiet", *extra])
         assert r.exit_code == 0, r.output
+        assert ("deprecated" in r.output) == (name == "old"), r.output
         header, rows = read_tsv(out)
         t = header.index("time")
-        outs[batch] = [row[:t] for row in rows]
-    assert len(outs["auto"]) == 3
-    assert len(caps) == 1 and caps[0] >= 1  # only --batch auto derives a cap from free memory
-    assert outs["auto"] == outs["1000"]  # auto draws the noise of --batch 1000
-    r = runner.invoke(main, ["certify", str(digits_run), "--out", str(tmp_path / "x.tsv"), "--batch", "lots"])
-    assert r.exit_code == 2 and "--batch" in r.output
+        outs[name] = [row[:t] for row in rows]
+        metas[name] = json.loads((tmp_path / f"{name}.tsv.meta.json").read_text())["certify"]
+    assert len(outs["plain"]) == 3
+    assert len(caps) == 2 and caps[0] >= 1  # only --max-batch auto (and --batch auto) derive a cap from free memory
+    assert all(rows == outs["plain"] for rows in outs.values())  # the bound never changes the results
+    assert all(m == metas["plain"] for m in metas.values()) and metas["plain"]["batch"] == 1000
+    for args, flag in ((["--batch", "lots"], "--batch"), (["--max-batch", "0"], "--max-batch"),
+                       (["--batch", "auto", "--max-batch", "auto"], "--max-batch")):
+        r = runner.invoke(main, ["certify", str(digits_run), "--out", str(tmp_path / "x.tsv"), *args])
+        assert r.exit_code == 2 and flag in r.output, (args, r.output)
 
 
 def test_cli_batch_too_large_for_memory_is_a_one_line_error(digits_run, runner, tmp_path):

@@ -2,6 +2,8 @@
 ``smoothcert.certification.certify_dataset`` / ``predict_dataset``."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -12,7 +14,7 @@ from ..validation import check_alpha, check_float, check_int, check_output, chec
 from .names import BOUNDS, CERT_NORMS as NORMS
 from .common import (amp_dtype, amp_option, channels_last_option, data_options, device_option,
                      max_option, model_source_options, noise_option, quiet_option, resolve_device, seed_option,
-                     user_errors)
+                     user_errors, warn_deprecated)
 
 if TYPE_CHECKING:  # the library (torch) is imported by the commands' work, not for --help
     from ..runs import Selection
@@ -20,8 +22,8 @@ if TYPE_CHECKING:  # the library (torch) is imported by the commands' work, not 
     from .common import ModelSource
 
 
-class _BatchType(click.ParamType):
-    """--batch: an integer >= 1 or 'auto'."""
+class _RowsType(click.ParamType):
+    """--max-batch (and the deprecated --batch auto): an integer >= 1 or 'auto'."""
 
     name = "INTEGER|auto"
 
@@ -34,10 +36,59 @@ class _BatchType(click.ParamType):
             self.fail(f"must be an integer or 'auto', got {value!r}", param, ctx)
 
 
-def _noise_block(batch: int | str) -> int:
-    """The batch_size handed to the library: --batch auto draws noise as --batch 1000 does (the
-    memory-derived cap on the forward chunk is Smooth's ``max_batch="auto"``)."""
-    return 1000 if batch == "auto" else int(batch)
+@dataclass(frozen=True)
+class Batching:
+    """What --batch and --max-batch ask for, one meaning each: ``block``, the noise block (samples
+    are drawn ``block`` at a time from each input's seeded generator, so it is part of what is
+    computed: the library's ``batch_size``, recorded as ``batch``); ``max_rows``, a bound on the
+    rows of one forward pass (an integer, "auto": half the free memory, or None: ``block``),
+    which changes speed and memory only and is not recorded."""
+
+    block: int
+    max_rows: int | str | None = None
+
+
+def _noise_block(batch: Batching) -> int:
+    """The batch_size handed to the library: the noise block."""
+    return batch.block
+
+
+def _batching(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Hand the command ``batch`` as one ``Batching`` from --batch and --max-batch (the
+    second release's --batch auto: --batch 1000 --max-batch auto, with a warning)."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kw: Any) -> Any:
+        block, max_rows = kw["batch"], kw.pop("max_batch")
+        if block == "auto":
+            if max_rows is not None:
+                raise click.UsageError("--batch auto and --max-batch: give --max-batch auto (and --batch the noise "
+                                       "block) instead")
+            warn_deprecated("--batch auto", "use --max-batch auto (the noise block is --batch, default 1000)")
+            block, max_rows = 1000, "auto"
+        kw["batch"] = Batching(block, max_rows)
+        return fn(*args, **kw)
+
+    return wrapper
+
+
+def _bound_forward(smooth: Smooth, batch: Batching, shape: tuple[int, ...]) -> None:
+    """Bound ``smooth``'s forward passes by ``batch.max_rows`` without touching the noise block:
+    a bound >= the block caps the probed forward chunk (Smooth's ``max_batch``), a smaller one
+    runs each block in forward chunks of that many rows (``chunk_size``). Either way only speed
+    and memory change (``sampling.draw_counts``: the chunk never changes the counts)."""
+    rows = batch.max_rows
+    if rows is None:
+        return
+    if rows == "auto":  # the cap Smooth's max_batch="auto" derives (sampling.Sampler), computed here
+        from .. import sampling
+
+        s = smooth.sampler
+        rows = sampling.memory_cap(getattr(s.model, "_orig_mod", s.model), shape, s.device, s.dtype)
+    if rows >= batch.block:
+        smooth.max_batch = rows
+    else:
+        smooth.chunk_size = rows
 
 
 def _smoothing_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -50,9 +101,13 @@ def _smoothing_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--denoiser", type=click.Path(path_type=Path), default=None,
                      help="Certify MODEL behind this denoiser: a run of --method denoiser or ddpm (one-shot at "
                           "--sigma), or a diffusers pipeline folder. Default --sigma: the denoiser's."),
-        click.option("--batch", "batch", type=_BatchType(), default="1000", show_default=True,
-                     help="Rows (noisy samples) per forward pass, an upper bound: the fastest chunk up to it is "
-                          "probed; or 'auto': bounded by free memory (noise then drawn as with --batch 1000)."),
+        click.option("--batch", "batch", type=_RowsType(), default="1000", show_default=True,
+                     help="The noise block: noisy samples are drawn BATCH at a time from each input's seeded "
+                          "generator (part of what is computed, recorded in the metadata); forward passes hold up "
+                          "to BATCH rows (the fastest chunk is probed) unless --max-batch says otherwise."),
+        click.option("--max-batch", "max_batch", type=_RowsType(), default=None,
+                     help="At most MAX_BATCH rows per forward pass, or 'auto': half the free memory; speed and "
+                          "memory only, the results are those of --batch (not recorded).  [default: --batch]"),
         click.option("--skip", type=int, default=1, show_default=True, help="Take every SKIP-th input of the split."),
         max_option("inputs (counts selected inputs, not dataset indices as the original code did)"),
         click.option("--shard", default=None, metavar="I/K|slurm",
@@ -70,6 +125,7 @@ def _smoothing_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--compile", "compile_model", is_flag=True, help="Wrap the model in torch.compile."),
         quiet_option(),
     ]
+    fn = _batching(fn)
     for opt in reversed(opts):
         fn = opt(fn)
     return fn
@@ -84,7 +140,7 @@ def selection(skip: int, max_count: int | None, shard: str | None = None) -> Sel
 
 
 def _prepare(model: ModelSource, dataset: str | None, data_root: str | None, split: str, sigma: float | None,
-             noise: str | None, alpha: float, batch: int | str, device: str | None, amp: str, channels_last: bool,
+             noise: str | None, alpha: float, batch: Batching, device: str | None, amp: str, channels_last: bool,
              compile_model: bool, out: Path, denoiser: Path | None = None) -> tuple[Smooth, Any]:
     """Check the arguments (before any work), load the model and data, build the smoothed classifier
     (with --noise, default the noise the model was trained with; an unknown noise is refused by
@@ -93,8 +149,9 @@ def _prepare(model: ModelSource, dataset: str | None, data_root: str | None, spl
     from ..smoothing import Smooth
 
     check_alpha(alpha)
-    if batch != "auto":
-        check_int("batch_size", batch, 1)
+    check_int("batch_size", batch.block, 1)
+    if batch.max_rows not in (None, "auto"):
+        check_int("max_batch", batch.max_rows, 1)
     check_output("out", out)
     if sigma is not None:
         check_sigma(sigma, positive=True)
@@ -109,8 +166,8 @@ def _prepare(model: ModelSource, dataset: str | None, data_root: str | None, spl
         if not sigma:
             raise click.BadParameter("the model records no training sigma: give --sigma", param_hint="--sigma")
     smooth = Smooth(net, int(config["num_classes"]), sigma, noise or config_noise(config),
-                    amp_dtype=amp_dtype(amp, dev), channels_last=channels_last, compile=compile_model,
-                    max_batch="auto" if batch == "auto" else None)
+                    amp_dtype=amp_dtype(amp, dev), channels_last=channels_last, compile=compile_model)
+    _bound_forward(smooth, batch, tuple(ds.input_shape))
     return smooth, ds  # the library records the model, its config and the settings in OUT.meta.json
 
 
