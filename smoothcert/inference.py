@@ -4,7 +4,7 @@
 (``copy.deepcopy``) in eval mode, optionally with BatchNorm folded into the preceding
 convolution / linear layer, in the channels-last memory format, and wrapped in ``torch.compile``.
 ``probe_chunk_size`` times a few forward batch sizes once and returns the fastest; ``memory_cap``
-derives the largest batch that fits in free memory (``--batch auto``).
+derives the largest batch that fits in free memory (``--max-batch auto``).
 
 Folding BatchNorm (``fold_batchnorm``): in eval mode BN is the affine map
 y = gamma * (z - mu) / sqrt(var + eps) + beta of the previous layer's output z = W x + b, so it
@@ -253,7 +253,7 @@ def memory_cap(forward: Callable[[torch.Tensor], torch.Tensor], sample_shape: Se
                device: torch.device, dtype: torch.dtype = torch.float32, fraction: float = 0.5,
                limit: int = 1 << 16) -> int:
     """The largest forward batch (rows) using at most ``fraction`` of the free memory, at most
-    ``limit``: the cap ``--batch auto`` probes under."""
+    ``limit``: the cap ``--max-batch auto`` probes under."""
     free = available_memory(device)
     if free is None:
         return 1000
@@ -268,7 +268,7 @@ def allocate(rows: int, sample_shape: Sequence[int], *, device: torch.device, dt
     need = rows * math.prod(sample_shape) * torch.empty((), dtype=dtype).element_size()
     free = available_memory(device)
     msg = (f"batch_size={rows} needs {need / 2**30:.2f} GiB for one noisy batch on {device}, more than is free"
-           f"{'' if free is None else f' ({free / 2**30:.2f} GiB)'}: use a smaller batch_size (CLI: --batch, or --batch auto)")
+           f"{'' if free is None else f' ({free / 2**30:.2f} GiB)'}: use a smaller batch_size (CLI: --batch, the noise block)")
     if free is not None and need > free:
         raise ArgumentError("batch_size", msg)
     try:

@@ -5,8 +5,11 @@ Conventions (one meaning per name, every command):
 
 * ``--out``     the output (a file; ``train``'s run directory). Commands that can just print
                 (``attack``, ``analyze``, ``evaluate``) write only when it is given.
-* ``--batch``   rows per forward pass (noisy samples, attacked inputs, corrupted images);
-                ``train``'s optimisation batch is ``--batch-size``.
+* ``--batch``   the batch a command computes in, part of its results: certify/predict's noise
+                block (recorded), attack's rows per forward pass, evaluate's images per forward;
+                ``train``'s optimisation batch is ``--batch-size``. What only bounds memory has its
+                own flag (certify/predict ``--max-batch``), as has PREDICT's block in attack
+                (``--predict-batch``).
 * ``--max``     at most MAX inputs; omitted = all.
 * ``--seed``    default 0: every random command is reproducible unless told otherwise.
 * ``--amp``     ``--amp [MODE]``: none (default), bf16, fp16, or ``--amp`` alone = auto.
