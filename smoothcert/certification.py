@@ -31,9 +31,10 @@ import torch
 
 from .data import ImageDataset
 from .logs import CERTIFY_COLUMNS, PREDICT_COLUMNS, floor_decimal, read_rows
-from .runs.logged import LoggedJob, RunReport, Selection, read_meta, run_job
+from .runs.logged import LoggedJob, RunReport, Selection, meta_path, read_meta, run_job
 from .runs.loading import model_fingerprint, provenance
 from .configs import CertifyConfig
+from .sequential import DEFAULT_SEQUENCE, check_sequence
 from .smoothing import Smooth
 from .validation import ArgumentError, check_alpha, check_int
 
@@ -110,6 +111,19 @@ def _check_classifier(config: CertifyConfig, settings: dict[str, Any]) -> None:
                                       "config")
 
 
+def _check_second_release_log(out: str | os.PathLike, sequence: str) -> None:
+    """A sequential log written before issue 26 records no ``sequence``: its rows came from the
+    "cp-geometric" sequence, so resuming it with another is refused (nothing mixed)."""
+    if not meta_path(out).is_file():
+        return
+    entry = read_meta(out).get("certify")
+    if isinstance(entry, dict) and entry.get("sequential") and "sequence" not in entry and sequence != "cp-geometric":
+        raise ArgumentError("sequence", f"sequence: {str(out)!r} holds rows of a sequential run that records no "
+                                        "sequence (the second release's, cp-geometric), this run has "
+                                        f"sequence={sequence!r}; resume with sequence='cp-geometric' or choose "
+                                        "another file")
+
+
 def certify_dataset(
     smooth: Smooth,
     dataset: ImageDataset,
@@ -133,11 +147,16 @@ def certify_dataset(
 
     ``sequential=True``: ``Smooth.certify_sequential_batch`` with ``n`` as n_max, the grid
     ``radii`` (the logged radius is then the certified grid level, a lower bound on the radius)
-    or the tolerance ``tol``; the log gets one more trailing column ``n_used`` (estimation
-    samples drawn) and the report counts the samples actually drawn."""
+    or the tolerance ``tol``, and the confidence sequence ``sequence`` (an option of that call,
+    default ``sequential.DEFAULT_SEQUENCE``, always recorded; a log from before it was an option
+    resumes only with ``sequence="cp-geometric"``); the log gets one more trailing column
+    ``n_used`` (estimation samples drawn) and the report counts the samples actually drawn."""
     config = _certify_config(args, config, settings)  # every argument is checked before any file is touched
     sequential = config.sequential
     options = config.call_options()
+    if sequential:  # the confidence sequence, always recorded (a resume compares it)
+        options["sequence"] = check_sequence(options.get("sequence", DEFAULT_SEQUENCE))
+        _check_second_release_log(out, options["sequence"])
     _check_call(smooth.certify_sequential_batch if sequential else smooth.certify_batch, options,
                 "sequential certify" if sequential else "certify", config.selection, meta)
     norm, bound = smooth.check_options(config.norm, config.bound, sequential=sequential)
@@ -147,6 +166,8 @@ def certify_dataset(
     # compares what was certified, not how it was asked for; logs from before several noises
     # existed record neither and resume as Gaussian L2 one-sided runs (runs.logged.LEGACY_DEFAULTS)
     settings.update(config.settings(norm, bound))
+    if sequential:
+        settings["sequence"] = options["sequence"]
     n0, n, alpha, batch_size = config.n0, config.n, config.alpha, config.batch_size
     radii = None if config.radii is None else np.asarray(config.radii, dtype=np.float64)
     drawn = [0]

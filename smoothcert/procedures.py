@@ -16,7 +16,7 @@ formula. ``certificate`` is CERTIFY's last step (counts -> class and radius) and
                          with probability at most alpha.
 ``certify_sequential``   CERTIFY whose estimation stops once the certificate cannot improve; the
                          bound on pA is a confidence sequence, so the guarantee is the same.
-``predict_sequential``   PREDICT tested at a schedule of looks, alpha spent over them.
+``predict_sequential``   PREDICT tested at a schedule of looks with an anytime-valid test.
 =======================  =========================================================================
 
 All return (B,) tensors with ``ABSTAIN`` (-1) where they abstain (radius 0).
@@ -30,7 +30,7 @@ import torch
 
 from .noise import Noise, check_bound
 from .sampling import Sampler
-from .sequential import ConfidenceSequence, StoppingRule, abstain_test_pvalues
+from .sequential import DEFAULT_SEQUENCE, StoppingRule, confidence_sequence
 from .stats import abstain_test_pvalue, clopper_pearson_lower, clopper_pearson_upper
 from .validation import ArgumentError, check_alpha, check_int
 
@@ -157,15 +157,18 @@ def certify_sequential(
     *,
     norm: str | None = None,
     bound: str = "one-sided",
+    sequence: str = DEFAULT_SEQUENCE,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """CERTIFY with a sequential stopping rule (``smoothcert.sequential``) for each input of
     ``xs``: returns (predictions, radii, n_used), (B,) int64 / float64 / int64 tensors.
 
     Selection is CERTIFY's (n0 samples pick cA). Estimation draws fresh samples in rounds up
-    to the looks of an anytime-valid Clopper–Pearson confidence sequence (union bound over
-    the looks) and stops each input once its certificate cannot improve within ``n_max``
-    samples: with a sorted grid ``radii`` the radius is the largest grid radius certified (a
-    lower bound on the radius the same samples certify), without it the radius itself
+    to the looks of an anytime-valid confidence sequence for pA (``sequence``: ``"mixture"``,
+    the one-sided Beta-mixture sequence, by default; ``"cp-union"`` / ``"cp-geometric"``, the
+    Clopper–Pearson union bounds; see ``smoothcert.sequential.SEQUENCES``) and stops each input
+    once its certificate cannot improve within ``n_max`` samples: with a sorted grid ``radii``
+    the radius is the largest grid radius certified (a lower bound on the radius the same
+    samples certify), without it the radius itself
     (to within ``tol``, default 0.01 sigma). ``n_used`` counts estimation samples (<= n_max).
     One host sync per round; only inputs still running draw samples. ``norm`` as in
     ``certify`` (the noise's radius for that norm); the bound is one-sided (the confidence
@@ -181,7 +184,7 @@ def certify_sequential(
     xs = sampler.batch(xs, "xs")
     dim = int(xs[0].numel())
     norm, bound = check_options(sampler.noise, norm, bound, dim, sequential=True)
-    rule = StoppingRule(sampler.noise, ConfidenceSequence.create(n_max, alpha), radii, tol, norm, dim)
+    rule = StoppingRule(sampler.noise, confidence_sequence(sequence, n_max, alpha), radii, tol, norm, dim)
     B = xs.shape[0]
     cA = sampler.counts(xs, n0, batch_size, generator).argmax(1)  # selection
     cA_np = np.zeros(B, dtype=np.int64)
@@ -215,24 +218,32 @@ def predict_sequential(
     alpha: float,
     batch_size: int,
     generator: torch.Generator | None = None,
+    *,
+    sequence: str = DEFAULT_SEQUENCE,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """PREDICT with early stopping for each input of ``xs``: (predictions, n_used), (B,)
     int64 tensors (``ABSTAIN`` where undecided at n_max).
 
-    Samples are drawn in rounds up to the looks of ``ConfidenceSequence.create(n_max, alpha)``;
-    at look k the top two counts c1 >= c2 are tested as in PREDICT (two-sided binomial test
-    of c1 ~ Bin(c1 + c2, 1/2)) at level alpha_k, and the top class is returned once the test
-    rejects.
+    Samples are drawn in rounds up to the looks of ``confidence_sequence(sequence, n_max,
+    alpha)``; at each look the top two counts c1 >= c2 are tested (``decides``) and the top
+    class is returned once the test rejects. ``"mixture"`` (default): the one-sided
+    Beta-mixture test of p <= 1/2 on the c1 + c2 votes at level alpha / (num_classes - 1);
+    ``"cp-union"`` / ``"cp-geometric"``: PREDICT's two-sided binomial test of c1 ~ Bin(c1 + c2,
+    1/2) at the look's level alpha_k.
 
-    *Guarantee.* Returning a class other than g(x) at look k needs a false rejection at level
-    alpha_k (Cohen et al., 2019, Theorem 2, for the fixed sample size n_k), so by the union
-    bound over the looks it happens with probability at most sum_k alpha_k = alpha, whatever
-    the stopping time.
+    *Guarantee.* A class other than g(x) is returned with probability at most alpha, whatever
+    the stopping time. Mixture: a wrong class c needs the test of the votes for c and g(x) alone
+    to reject (the runner-up has at least g(x)'s votes, and the test statistic falls with each
+    vote for the runner-up), which is anytime-valid on that sub-stream (Ville's inequality, the
+    theorem of ``smoothcert.sequential``) at level alpha / (num_classes - 1); a union bound over
+    the classes c != g(x). CP: a wrong class at look k needs a false rejection at level alpha_k
+    (Cohen et al., 2019, Theorem 2, for the fixed sample size n_k), and a union bound over the
+    looks gives sum_k alpha_k <= alpha.
     """
     n_max = check_int("n_max", n_max, 1)
     alpha = check_alpha(alpha)
     batch_size = check_int("batch_size", batch_size, 1)
-    cs = ConfidenceSequence.create(n_max, alpha)
+    cs = confidence_sequence(sequence, n_max, alpha)
     xs = sampler.batch(xs, "xs")
     B = xs.shape[0]
     counts = torch.zeros(B, sampler.num_classes, dtype=torch.long, device=xs.device)
@@ -247,7 +258,7 @@ def predict_sequential(
         values, labels = torch.stack([top2.values, top2.indices]).cpu().numpy()  # one host sync
         drawn = int(n_k)
         n_used[running] = drawn
-        decided = abstain_test_pvalues(values[:, 0], values[:, 1]) <= cs.alphas[k]
+        decided = cs.decides(values[:, 0], values[:, 1], k, sampler.num_classes)
         pred[running[decided]] = labels[decided, 0]
         running = running[~decided]
         if running.size == 0:

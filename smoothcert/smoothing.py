@@ -36,6 +36,7 @@ from . import procedures
 from .noise import Noise
 from .procedures import ABSTAIN, certificate
 from .sampling import Sampler, Workspace, draw_counts, model_device, model_dtype
+from .sequential import DEFAULT_SEQUENCE
 
 sample_counts = draw_counts  # the former name of the free function (kept for compatibility)
 
@@ -147,35 +148,38 @@ class Smooth:
     def certify_sequential_batch(self, xs: torch.Tensor, n0: int, n_max: int, alpha: float, batch_size: int,
                                  radii: Sequence[float] | np.ndarray | None = None, tol: float | None = None,
                                  generator: torch.Generator | None = None, *, norm: str | None = None,
-                                 bound: str = "one-sided") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                                 bound: str = "one-sided", sequence: str = DEFAULT_SEQUENCE
+                                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sequential CERTIFY of each input of ``xs``: (predictions, radii, n_used)
-        (``procedures.certify_sequential``)."""
+        (``procedures.certify_sequential``; ``sequence`` names the confidence sequence)."""
         return procedures.certify_sequential(self.sampler, xs, n0, n_max, alpha, batch_size, radii, tol, generator,
-                                             norm=norm, bound=bound)
+                                             norm=norm, bound=bound, sequence=sequence)
 
     def certify_sequential(self, x: torch.Tensor, n0: int, n_max: int, alpha: float, batch_size: int,
                            radii: Sequence[float] | np.ndarray | None = None, tol: float | None = None,
                            generator: torch.Generator | None = None, *, norm: str | None = None,
-                           bound: str = "one-sided") -> tuple[int, float, int]:
+                           bound: str = "one-sided", sequence: str = DEFAULT_SEQUENCE) -> tuple[int, float, int]:
         """Sequential CERTIFY of one input ``x`` (C, H, W): (cA, radius, n_used) or
         (ABSTAIN, 0.0, n_used)."""
         pred, radius, n_used = self.certify_sequential_batch(
             self.sampler.batch(x, "x", single=True), n0, n_max, alpha, batch_size, radii, tol, generator,
-            norm=norm, bound=bound)
+            norm=norm, bound=bound, sequence=sequence)
         return int(pred[0]), float(radius[0]), int(n_used[0])
 
     # -- sequential PREDICT --------------------------------------------------------------
     def predict_sequential_batch(self, xs: torch.Tensor, n_max: int, alpha: float, batch_size: int,
-                                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                                 generator: torch.Generator | None = None, *, sequence: str = DEFAULT_SEQUENCE
+                                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """PREDICT with early stopping for each input of ``xs``: (predictions, n_used)
-        (``procedures.predict_sequential``)."""
-        return procedures.predict_sequential(self.sampler, xs, n_max, alpha, batch_size, generator)
+        (``procedures.predict_sequential``; ``sequence`` names the anytime-valid test)."""
+        return procedures.predict_sequential(self.sampler, xs, n_max, alpha, batch_size, generator, sequence=sequence)
 
     def predict_sequential(self, x: torch.Tensor, n_max: int, alpha: float, batch_size: int,
-                           generator: torch.Generator | None = None) -> tuple[int, int]:
+                           generator: torch.Generator | None = None, *, sequence: str = DEFAULT_SEQUENCE
+                           ) -> tuple[int, int]:
         """Sequential PREDICT of one input ``x`` (C, H, W): (class or ABSTAIN, n_used)."""
         pred, n_used = self.predict_sequential_batch(self.sampler.batch(x, "x", single=True), n_max, alpha,
-                                                     batch_size, generator)
+                                                     batch_size, generator, sequence=sequence)
         return int(pred[0]), int(n_used[0])
 
 

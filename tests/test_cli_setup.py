@@ -115,3 +115,5 @@ def test_the_cli_choices_are_the_librarys():
     assert names.NOISES == tuple(NOISES.names()) and names.CERT_NORMS == NORMS and names.BOUNDS == BOUNDS
     assert names.ATTACK_NORMS == ATTACK_NORMS and names.TABLE_FORMATS == FORMATS
     assert names.SCHEDULES == SCHEDULES and names.NORM_LAYERS == NORM_LAYERS
+    from smoothcert.sequential import DEFAULT_SEQUENCE, SEQUENCES
+    assert names.SEQUENCES == SEQUENCES and names.DEFAULT_SEQUENCE == DEFAULT_SEQUENCE

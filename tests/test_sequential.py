@@ -18,8 +18,8 @@ import torch
 from scipy.stats import norm
 
 from smoothcert.noise import GaussianNoise
-from smoothcert.sequential import (ConfidenceSequence, StoppingRule, abstain_test_pvalues, alpha_spending,
-                                   look_schedule)
+from smoothcert.sequential import (DEFAULT_SEQUENCE, ConfidenceSequence, StoppingRule, abstain_test_pvalues,
+                                   alpha_spending, confidence_sequence, look_schedule)
 from smoothcert.stats import abstain_test_pvalue
 from smoothcert.smoothing import ABSTAIN, Smooth
 from smoothcert.validation import ArgumentError
@@ -124,8 +124,9 @@ def inputs(offsets: list[float], copies: int, b: float = 0.0) -> tuple[torch.Ten
     return xs, off
 
 
-@pytest.mark.parametrize("radii", [np.arange(0, 1.01, 0.25), None])
-def test_certify_sequential_sound_on_halfspace(radii):
+@pytest.mark.parametrize("radii, sequence", [(np.arange(0, 1.01, 0.25), "mixture"), (None, "mixture"),
+                                             (np.arange(0, 1.01, 0.25), "cp-union")])
+def test_certify_sequential_sound_on_halfspace(radii, sequence):
     """False certificate: a class other than g(x) = [x_1 > b], or a radius beyond the distance
     |x_1 - b|. Inputs sit just below grid thresholds (where a certificate of that level is
     false) and exactly on them; the rate must be consistent with alpha."""
@@ -135,7 +136,8 @@ def test_certify_sequential_sound_on_halfspace(radii):
     offsets = [0.25 - eps, 0.5 - eps, -(0.5 - eps), 0.25, 0.75 - eps]
     copies = 400
     xs, off = inputs(offsets, copies, b=0.3)
-    pred, radius, used = smooth.certify_sequential_batch(xs, 20, N_MAX, ALPHA, 50_000, radii=radii)
+    pred, radius, used = smooth.certify_sequential_batch(xs, 20, N_MAX, ALPHA, 50_000, radii=radii,
+                                                         sequence=sequence)
     pred, radius = pred.numpy(), radius.numpy()
     truth = (off > 0).astype(np.int64)
     certified = pred != ABSTAIN
@@ -205,7 +207,7 @@ def test_grid_radius_is_a_lower_bound_of_the_radius_certified():
     xs, _ = inputs([0.4], 1)
     p, r, n = Smooth(Halfspace(), 2, 0.5, seed=4).certify_sequential(xs[0], 50, 5000, 0.01, 1000,
                                                                     radii=[0.0, 0.25, 0.5])
-    cs = ConfidenceSequence.create(5000, 0.01)
+    cs = confidence_sequence(DEFAULT_SEQUENCE, 5000, 0.01)
     assert p == 1 and r in (0.0, 0.25) and n in cs.looks.tolist()
 
 
@@ -265,13 +267,18 @@ def test_predict_sequential_wrong_class_rate():
 
 
 def test_predict_sequential_stops_early_and_agrees():
+    # the second release's numbers, with its sequence (cp-geometric: first look 64) passed explicitly
     smooth = Smooth(Halfspace(), 2, 0.25, seed=9)
     xs, _ = inputs([1.0, -1.0, 0.2], 4)
-    pred, used = smooth.predict_sequential_batch(xs, 100_000, 0.001, 10_000)
+    pred, used = smooth.predict_sequential_batch(xs, 100_000, 0.001, 10_000, sequence="cp-geometric")
     assert pred.tolist() == [1] * 4 + [0] * 4 + [1] * 4
     assert int(used[:8].max()) == 64 and int(used.max()) < 2_000
-    p, n = smooth.predict_sequential(xs[0], 100_000, 0.001, 10_000)
+    p, n = smooth.predict_sequential(xs[0], 100_000, 0.001, 10_000, sequence="cp-geometric")
     assert (p, n) == (1, 64)
+    # the default (mixture) decides pA ~ 1 at its first look, 16 samples
+    pred, used = smooth.predict_sequential_batch(xs, 100_000, 0.001, 10_000)
+    assert pred.tolist() == [1] * 4 + [0] * 4 + [1] * 4
+    assert int(used[:8].max()) == 16 and int(used.max()) < 2_000
 
 
 # -- dataset level and command line ----------------------------------------------------------------
@@ -309,6 +316,28 @@ def test_cli_sequential_log_resume_and_seed(digits_run, runner, tmp_path):
     assert json.loads(Path(str(out) + ".meta.json").read_text())["certify"]["tol"] == 0.05
 
 
+def test_cli_sequence_is_recorded_and_a_second_release_log_resumes_only_with_its_own(digits_run, runner, tmp_path):
+    """--sequence picks the confidence sequence and the metadata always records it; a sequential
+    log of the second release (its metadata has no sequence: it was cp-geometric) resumes with
+    --sequence cp-geometric, and with the new default it is refused naming --sequence."""
+    from smoothcert.cli import main
+    args = ["certify", str(digits_run), "--radii", "0:1:0.25", *SEQ_CLI]
+    out, old = tmp_path / "mix.tsv", tmp_path / "old.tsv"
+    assert runner.invoke(main, [*args, "--max", "2", "--out", str(out)]).exit_code == 0
+    assert json.loads(Path(str(out) + ".meta.json").read_text())["certify"]["sequence"] == "mixture"
+    r = runner.invoke(main, [*args, "--max", "3", "--out", str(old), "--sequence", "cp-geometric"])
+    assert r.exit_code == 0, r.output
+    meta_file = Path(str(old) + ".meta.json")
+    meta = json.loads(meta_file.read_text())
+    assert meta["certify"].pop("sequence") == "cp-geometric"
+    meta_file.write_text(json.dumps(meta))  # as the second release wrote it
+    r = runner.invoke(main, [*args, "--max", "4", "--out", str(old)])
+    assert r.exit_code == 2 and "--sequence" in r.output and "cp-geometric" in r.output, r.output
+    r = runner.invoke(main, [*args, "--max", "4", "--out", str(old), "--sequence", "cp-geometric"])
+    assert r.exit_code == 0, r.output
+    assert len(_rows(old)[1]) == 4
+
+
 def test_resume_of_a_fixed_log_as_sequential_is_refused(digits_run, tmp_path):
     from smoothcert import certify_dataset, load_model
     from smoothcert.data import get_dataset
@@ -337,6 +366,8 @@ def test_resume_of_a_fixed_log_as_sequential_is_refused(digits_run, tmp_path):
     (["--sequential", "--tol", "0"], "--tol"),
     (["--sequential", "--tol", "-1"], "--tol"),
     (["--sequential", "--N", "0"], "--N"),
+    (["--sequence", "mixture"], "--sequence"),
+    (["--sequential", "--sequence", "bonferroni"], "--sequence"),
 ])
 def test_cli_sequential_errors_exit_2_one_line(digits_run, runner, tmp_path, args, needle):
     from smoothcert.cli import main

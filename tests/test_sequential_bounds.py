@@ -181,8 +181,11 @@ def test_mixture_bounds_are_monotone():
     L, U = cs.lower(s, k), cs.upper(s, k)
     assert L[0] == 0 and U[-1] == 1 and np.all(np.diff(L) > 0) and np.all(np.diff(U) > 0)
     assert np.all(L < s / 1000 + 1e-15) and np.all(U > s / 1000 - 1e-15) and np.all(L < U)
-    # mirror image: U(s) = 1 - L(n - s)
-    assert U == pytest.approx(1 - L[::-1], abs=1e-6)
+    # mirror image: U(s) = 1 - L(n - s) with the prior Beta(a, b) mirrored to Beta(b, a)
+    mirrored = BetaMixture(cs.looks, cs.alpha, cs.prior[::-1])
+    assert U == pytest.approx(1 - mirrored.lower(s[::-1], k), abs=1e-6)
+    if cs.prior[0] == cs.prior[1]:
+        assert U == pytest.approx(1 - L[::-1], abs=1e-6)
     # more samples at the same rate: a higher lower bound; a smaller alpha: a lower one
     n = np.array([100, 1000, 10_000])
     big = BetaMixture.create(10_000, 0.001, looks=n)

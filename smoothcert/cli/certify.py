@@ -11,7 +11,7 @@ import click
 
 from . import main
 from ..validation import check_alpha, check_float, check_int, check_output, check_sigma
-from .names import BOUNDS, CERT_NORMS as NORMS
+from .names import BOUNDS, CERT_NORMS as NORMS, DEFAULT_SEQUENCE, SEQUENCES
 from .common import (amp_dtype, amp_option, channels_last_option, data_options, device_option,
                      max_option, model_source_options, noise_option, quiet_option, resolve_device, seed_option,
                      user_errors, warn_deprecated)
@@ -195,13 +195,18 @@ _alpha_option = click.option("--alpha", type=float, default=0.001, show_default=
 @click.option("--tol", type=float, default=None,
               help="With --sequential and no --radii: stop once the samples left cannot raise the radius by "
                    "more than TOL.  [default: 0.01 sigma]")
+@click.option("--sequence", type=click.Choice(SEQUENCES), default=None,
+              help="With --sequential: the anytime-valid confidence sequence for pA (smoothcert.sequential): "
+                   "mixture (one-sided Beta mixture, valid at every n), cp-union (Clopper-Pearson, union bound, "
+                   "n_max-free spending) or cp-geometric (the second release's; resumes its logs).  "
+                   f"[default: {DEFAULT_SEQUENCE}]")
 @user_errors
 def certify(model: ModelSource, dataset: str | None, data_root: str | None, split: str, sigma: float | None,
             noise: str | None, denoiser: Path | None, alpha: float, batch: int | str, skip: int,
             max_count: int | None, shard: str | None, out: Path, seed: int | None, pack: int, device: str | None,
             amp: str, channels_last: bool, compile_model: bool,
             quiet: bool, n0: int, n: int, norm: str | None, bound: str, sequential: bool, radii_spec: str | None,
-            tol: float | None) -> None:
+            tol: float | None, sequence: str | None) -> None:
     """Certify the smoothed classifier on a dataset split (CERTIFY of Cohen et al., 2019).
 
     MODEL is a run directory written by `smoothcert train` or a checkpoint file (the reference
@@ -218,7 +223,8 @@ def certify(model: ModelSource, dataset: str | None, data_root: str | None, spli
     check_int("n", n, 1)
     chosen = selection(skip, max_count, shard)  # a bad --shard before anything is loaded
     radii = None
-    for flag, given in (("--radii", radii_spec is not None), ("--tol", tol is not None)):
+    for flag, given in (("--radii", radii_spec is not None), ("--tol", tol is not None),
+                        ("--sequence", sequence is not None)):
         if given and not sequential:
             raise click.BadParameter("needs --sequential", param_hint=flag)
     if radii_spec is not None:
@@ -234,7 +240,8 @@ def certify(model: ModelSource, dataset: str | None, data_root: str | None, spli
     report = certify_dataset(smooth, ds, out, n0=n0, n=n, alpha=alpha, batch_size=_noise_block(batch),
                              selection=chosen, seed=seed, pack=pack,
                              progress=not quiet, norm=norm, bound=bound,
-                             sequential=sequential, radii=radii, tol=tol)
+                             sequential=sequential, radii=radii, tol=tol,
+                             **({"sequence": sequence or DEFAULT_SEQUENCE} if sequential else {}))
     if not quiet and report.rank == 0:
         click.echo(run_summary(report))
 

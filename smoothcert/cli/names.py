@@ -10,3 +10,5 @@ ATTACK_NORMS = ("linf", "l2")  # smoothcert.attacks.NORMS
 TABLE_FORMATS = ("md", "latex", "json", "csv")  # smoothcert.analysis.FORMATS
 SCHEDULES = ("step", "cosine")  # smoothcert.train.SCHEDULES
 NORM_LAYERS = ("bn", "dubn", "dubin")  # smoothcert.models.dubin.NORMALIZATIONS
+SEQUENCES = ("mixture", "cp-union", "cp-geometric")  # smoothcert.sequential.SEQUENCES
+DEFAULT_SEQUENCE = "mixture"  # smoothcert.sequential.DEFAULT_SEQUENCE
