@@ -117,13 +117,7 @@ def draw_counts(
     therefore changes the speed, never the result. A chunk may hold the samples of several
     inputs. With ``channels_last`` (and more than one channel) the noisy batch is written in the
     channels-last format by the same pass that adds the input. ``buffer`` (a ``Workspace``) is
-    reused across calls.
-
-    Against the first release, for the same seed and ``batch_size``: identical noise where it
-    drew into a contiguous buffer (``channels_last=False``, or one input channel); different
-    noise for multi-channel inputs with ``channels_last`` (its default), where ``normal_`` on the
-    channels-last buffer took PyTorch's strided path, which yields other values (and ran 8x
-    slower). Counts can also move by a vote where BatchNorm folding changes float rounding.
+    reused across calls. (How the draws compare with earlier releases: CHANGELOG.md.)
     """
     num = check_int("num", num, 1)
     block = check_int("batch_size", batch_size, 1)
@@ -186,20 +180,17 @@ class Sampler:
     The sampler runs an inference copy of ``base_classifier`` (``inference.prepare_model``) and
     never changes the caller's model (weights, memory format and training flag stay as they
     were); changes made to that model after construction are not seen, so build a new sampler
-    (cheap) to sample new weights. Options (keyword-only; ``Smooth`` passes its own through).
-    Effects below: certify samples/s with batch_size 1000, option on vs off, LeNet / ResNet-20,
-    one thread on the shared 2-core CPU (experiments/bench_certify.py, experiments/README.md):
+    (cheap) to sample new weights. Options (keyword-only; ``Smooth`` passes its own through;
+    their measured effect on speed: experiments/README.md, "Certification throughput"):
 
     * ``channels_last`` (default on): the copy and the noisy batches use the channels-last
-      memory format; only float rounding changes. 2.6x / 1.16x.
+      memory format; only float rounding changes.
     * ``fold_bn`` (default: on when ``base_classifier`` is in eval mode): BatchNorm folded into
       the preceding conv/linear layer of the copy (same function up to float rounding).
-      ResNet-20 1.29x (LeNet has no BatchNorm).
-    * ``compile``: the copy wrapped in ``torch.compile``: 1.07x / 1.08x (inside the spread of
-      the repetitions), after a first call that compiles (60-110 s here, 8-14 s when cached).
+    * ``compile``: the copy wrapped in ``torch.compile`` (the first call compiles).
     * ``amp_dtype`` (e.g. ``torch.bfloat16``): forward passes under autocast. The certificate is
-      then a certificate for the bfloat16 model: deploy it at the same precision. 1.4x / 2.75x
-      on this CPU (AVX-512 BF16 and AMX); CPUs without bfloat16 units may be slower.
+      then a certificate for the bfloat16 model: deploy it at the same precision. CPUs without
+      bfloat16 units may be slower than float32.
     * ``chunk_size``: forward batch size; default None: the fastest of a few sizes up to each
       call's ``batch_size``, found by a short timed probe the first time it matters and cached
       in ``chunks`` (it runs the copy a few times on a constant input and draws no random
@@ -207,7 +198,7 @@ class Sampler:
       see ``draw_counts``), so ``batch_size`` is what it is for a user: the memory bound and the
       unit of the seeded noise stream.
     * ``max_batch``: an upper bound on the forward chunk that replaces ``batch_size`` as the
-      memory bound (``"auto"``: derived from free memory, as ``--batch auto`` on the CLI); the
+      memory bound (``"auto"``: derived from free memory, as ``--max-batch auto`` on the CLI); the
       noise is still drawn in blocks of ``min(batch_size, max_batch)`` rows.
     * ``seed``: a default generator so that reruns are identical (a ``generator`` passed to a
       call takes precedence).
@@ -299,7 +290,7 @@ class Sampler:
             )
         except torch.OutOfMemoryError as exc:
             raise ArgumentError("batch_size", f"batch_size={batch_size}: the forward pass ran out of memory on "
-                                              f"{self.device}: use a smaller batch_size (CLI: --batch, or --batch auto)"
+                                              f"{self.device}: use a smaller batch_size (CLI: --batch, or --max-batch auto)"
                                 ) from exc
 
     def _chunk(self, xs: torch.Tensor, num: int, block: int) -> tuple[int, int]:
