@@ -26,6 +26,13 @@ JSON and plot legends name every row's certificate. An envelope or a "best" cell
 certified accuracies, so it is refused (ValueError naming ``allow_mixed``) across certify logs
 of different norms, or across logs of different inputs (sets of idx), unless ``allow_mixed``.
 
+Beside ACR, the distribution of pA (``pa_estimates``, ``pa_summary``): certify logs that carry
+the counts ``nA n`` give each input's estimated pA = nA / n and its lower bound pA_lower at the
+certificate's level. ACR is dominated by easy inputs, whose every sample votes the selected class
+and whose radius is then set by the sampling budget n rather than the model (Sun et al., "Average
+Certified Radius is a Poor Metric for Randomized Smoothing", ICML 2025): the summary says what
+fraction of inputs is so saturated and what share of the ACR they contribute.
+
 ``summarize`` builds the versioned JSON structure documented in docs/analysis_json.md;
 ``format_table`` renders it as md, LaTeX, JSON or CSV.
 """
@@ -65,7 +72,9 @@ class CertLog:
     ``kind`` is ``certify``, ``predict`` or ``attack`` (see the module docstring); ``radius`` and
     ``time`` (seconds per input) are None when the log has no such column; ``meta`` is the
     sidecar ``<path>.meta.json`` written by ``smoothcert certify``/``predict``, if present;
-    ``n_used`` (estimation samples per input) is set for a sequential certify log only.
+    ``n_used`` (estimation samples per input) is set for a sequential certify log only;
+    ``count_a`` and ``count_n`` (the trailing columns ``nA`` and ``n``: the estimation count of
+    the selected class, of n samples) for a certify log that records them (``pa_estimates``).
     """
 
     path: Path
@@ -78,6 +87,8 @@ class CertLog:
     time: np.ndarray | None = None
     meta: dict[str, Any] | None = field(default=None, repr=False)
     n_used: np.ndarray | None = None
+    count_a: np.ndarray | None = None
+    count_n: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -119,8 +130,9 @@ def read_meta(log_path: str | os.PathLike) -> dict[str, Any] | None:
     return meta
 
 
-# trailing columns a certify log may carry: n_used, the estimation samples of a sequential run
-CERTIFY_EXTRA = ("n_used",)
+# trailing columns a certify log may carry: n_used, the estimation samples of a sequential run; nA and n,
+# the estimation count of the selected class of n samples (logs.COUNT_COLUMNS)
+CERTIFY_EXTRA = ("n_used", "nA", "n")
 
 
 def load_log(path: str | os.PathLike) -> CertLog:
@@ -155,6 +167,8 @@ def load_log(path: str | os.PathLike) -> CertLog:
     radius = np.empty(n) if has_radius else None
     times = np.empty(n) if has_time else None
     n_used = np.empty(n, dtype=np.int64) if has_radius and "n_used" in col else None
+    has_counts = has_radius and "nA" in col and "n" in col
+    count_a, count_n = (np.empty(n, dtype=np.int64) for _ in range(2)) if has_counts else (None, None)
     for i, row in enumerate(rows):
         line = i + 2
         try:
@@ -174,6 +188,11 @@ def load_log(path: str | os.PathLike) -> CertLog:
                 n_used[i] = int(row[col["n_used"]])
                 if n_used[i] < 0:
                     raise ValueError(f"n_used must be >= 0, got {row[col['n_used']]!r}")
+            if count_a is not None:
+                count_a[i], count_n[i] = int(row[col["nA"]]), int(row[col["n"]])
+                if not 0 <= count_a[i] <= count_n[i] or count_n[i] < 1:
+                    raise ValueError(f"nA and n must be counts with 0 <= nA <= n and n >= 1, got nA "
+                                     f"{row[col['nA']]!r}, n {row[col['n']]!r}")
         except ValueError as e:
             raise ValueError(f"log {where} line {line} is malformed: {e}") from None
         if correct[i] and predict[i] == -1:
@@ -183,7 +202,8 @@ def load_log(path: str | os.PathLike) -> CertLog:
         dup = uniq[counts > 1]
         raise ValueError(f"log {where} has duplicate idx {', '.join(map(str, dup[:5]))}"
                          f"{' ...' if len(dup) > 5 else ''} (merged or appended twice?)")
-    return CertLog(path, kind, idx, label, predict, correct, radius, times, read_meta(path), n_used)
+    return CertLog(path, kind, idx, label, predict, correct, radius, times, read_meta(path), n_used, count_a,
+                   count_n)
 
 
 def as_log(log: LogLike) -> CertLog:
@@ -417,6 +437,73 @@ def envelope(logs: Sequence[LogLike], radii: Sequence[float] | np.ndarray, allow
     return np.max([certified_accuracy(x, radii) for x in logs], axis=0)
 
 
+# ---------------------------------------------------------------- the distribution of pA
+
+# The quantiles of the pA summary (``pa_summary``, the JSON's ``logs[].pa``).
+PA_QUANTILES = (0.0, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 1.0)
+
+
+def pa_level(log: LogLike) -> float | None:
+    """The level at which the log's certificates bound pA from below: the metadata's ``alpha``
+    (one-sided), ``alpha / 2`` for a two-sided bound; None when the metadata records no alpha."""
+    run = (as_log(log).meta or {}).get("certify")
+    alpha = run.get("alpha") if isinstance(run, dict) else None
+    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not 0 < alpha < 1:
+        return None
+    return float(alpha) / 2 if run.get("bound") == "two-sided" else float(alpha)
+
+
+def pa_estimates(log: LogLike) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per input (file order): the estimated pA = nA / n of the selected class, and pA_lower, its
+    one-sided Clopper–Pearson lower bound at ``pa_level`` (the bound the certificate used; None
+    when the metadata records no alpha). ValueError for a log without the ``nA n`` columns."""
+    from .stats import clopper_pearson_lower
+
+    log = as_log(log)
+    if log.count_a is None or log.count_n is None:
+        raise ValueError(f"log {str(log.path)!r} has no nA and n columns (a log written before smoothcert logged "
+                         "the counts, a sequential log, or another program's): its pA is not known")
+    estimate = log.count_a / log.count_n
+    level = pa_level(log)
+    if level is None:
+        return estimate, None
+    lower = np.empty(log.n)
+    for n in np.unique(log.count_n):
+        rows = log.count_n == n
+        lower[rows] = clopper_pearson_lower(log.count_a[rows], int(n), level)
+    return estimate, lower
+
+
+def pa_summary(log: LogLike, quantiles: Sequence[float] = PA_QUANTILES) -> dict[str, Any] | None:
+    """The distribution of pA over the inputs of a certify log with counts (None without them):
+    ``quantiles`` of the estimated pA (``estimate``) and of ``lower`` (pA_lower; None without an
+    alpha in the metadata), their means, ``saturated`` -- the fraction of inputs whose every
+    estimation sample voted the selected class (nA = n: pA_lower, and so the radius, is then
+    capped by the sampling budget, alpha^(1/n), not by the model) -- and ``acr_share_saturated``,
+    the share of the ACR those inputs contribute (None when the ACR is 0). ACR is dominated by
+    such easy inputs and by the budget n (Sun et al., ICML 2025); these show how much."""
+    log = as_log(log)
+    if log.count_a is None or log.radius is None:
+        return None
+    estimate, lower = pa_estimates(log)
+    q = [float(v) for v in quantiles]
+    saturated = log.count_a == log.count_n
+    terms = np.where(log.correct, log.radius, 0.0)
+    total = float(terms.sum())
+    ns = np.unique(log.count_n)
+    return {
+        "quantiles": q,
+        "estimate": [float(v) for v in np.quantile(estimate, q)],
+        "lower": None if lower is None else [float(v) for v in np.quantile(lower, q)],
+        "mean_estimate": float(estimate.mean()),
+        "mean_lower": None if lower is None else float(lower.mean()),
+        "level": pa_level(log),
+        "n": int(ns[0]) if ns.size == 1 else None,
+        "saturated": float(saturated.mean()),
+        "acr_share_saturated": float(terms[saturated].sum() / total) if total > 0 else None,
+    }
+
+
 # ---------------------------------------------------------------- labels
 
 
@@ -514,8 +601,9 @@ def summarize(logs: Sequence[LogLike], radii: Sequence[float] | np.ndarray | Non
               allow_mixed: bool = False) -> dict[str, Any]:
     """The comparison of ``logs`` as the versioned JSON structure of docs/analysis_json.md:
     per log its certificate (noise, norm, bound), n, accuracy, abstain rate, ACR, mean time, mean
-    estimation samples (``mean_samples``) and certified accuracy at ``radii``
-    (default: ``default_radii``), with the best value of each column flagged; with
+    estimation samples (``mean_samples``), certified accuracy at ``radii``
+    (default: ``default_radii``) and the distribution of pA (``pa_summary``; None for a log
+    without the counts), with the best value of each column flagged; with
     ``envelope``, the best over the certify logs at each radius. Fractions in [0, 1]; undefined
     values are None. Best flags over several logs, and the envelope, are refused (ArgumentError
     naming ``allow_mixed``) across certify logs of different norms or logs of different inputs,
@@ -541,6 +629,7 @@ def summarize(logs: Sequence[LogLike], radii: Sequence[float] | np.ndarray | Non
             "acr": average_certified_radius(log) if log.radius is not None else None,
             "mean_time_s": mean_time(log), "mean_samples": mean_samples(log), "sequential": log.n_used is not None,
             "certified_accuracy": [_json_num(v) for v in certified_accuracy(log, r)],
+            "pa": pa_summary(log),
         })
     cols = {"accuracy": True, "abstain_rate": False, "acr": True}
     flags = {k: _best_flags([row[k] for row in rows], higher) for k, higher in cols.items()}
@@ -712,4 +801,5 @@ __all__ = ["CertLog", "Certificate", "FORMATS", "SCHEMA", "SCHEMA_VERSION", "abs
            "average_certified_radius", "certificate", "certified_accuracy", "certified_accuracy_curve",
            "check_comparable", "default_labels",
            "default_radii", "envelope", "envelope_curve", "format_radius", "format_table", "latex_escape", "load_log",
-           "mean_samples", "mean_time", "parse_radii", "parse_time", "read_meta", "summarize"]
+           "mean_samples", "mean_time", "pa_estimates", "pa_level", "pa_summary", "PA_QUANTILES", "parse_radii",
+           "parse_time", "read_meta", "summarize"]

@@ -5,8 +5,11 @@
 lock, resume, metadata, settings check, seed and torchrun split. Here:
 
 * One flushed line per input (``idx label predict radius correct time``, Cohen et al.'s format;
-  ``time`` in seconds per input). Radii are rounded DOWN to 4 decimals (``floor_decimal``), so
-  a logged radius never overstates the certificate.
+  ``time`` in seconds per input), then the trailing columns ``nA n`` (the estimation count of the
+  selected class out of n: the estimated pA is nA / n; ``analysis.pa_summary``) -- a sequential
+  log has ``n_used`` instead, and a log written before the counts existed resumes in its own
+  columns (``logs.resume_columns``), so one file never mixes two formats. Radii are rounded DOWN
+  to 4 decimals (``floor_decimal``), so a logged radius never overstates the certificate.
 * With a ``seed``, the noise for input ``idx`` comes from a generator seeded by (seed, idx)
   alone, so a resumed or split run writes exactly what an uninterrupted one does. With
   ``pack`` > 1, ``pack`` consecutive inputs share one call (their samples share forward
@@ -30,7 +33,7 @@ import numpy as np
 import torch
 
 from .data import ImageDataset
-from .logs import CERTIFY_COLUMNS, PREDICT_COLUMNS, floor_decimal, read_rows
+from .logs import CERTIFY_COLUMNS, COUNT_COLUMNS, PREDICT_COLUMNS, floor_decimal, read_rows, resume_columns
 from .runs.logged import LoggedJob, RunReport, Selection, meta_path, read_meta, run_job
 from .runs.loading import model_fingerprint, provenance
 from .configs import CertifyConfig
@@ -81,6 +84,14 @@ def _describe(smooth: Smooth, meta: dict[str, Any] | None) -> tuple[dict[str, An
     recorded = {"amp": str(amp).replace("torch.", "") if amp is not None else None,
                 "channels_last": getattr(smooth, "channels_last", None)}
     return source, settings, recorded
+
+
+def _counts_of(smooth: Any) -> bool:
+    """Whether ``smooth`` gives the counts of its CERTIFY: its ``certify_batch`` comes with a
+    ``certify_counts_batch`` of the same class (Smooth's). An object whose ``certify_batch`` is its
+    own (a subclass overriding it, a stand-in) certifies as it says, in Cohen et al.'s columns."""
+    owner = next((k for k in type(smooth).__mro__ if "certify_batch" in vars(k)), None)
+    return owner is not None and "certify_counts_batch" in vars(owner)
 
 
 def _certify_config(args: tuple[Any, ...], config: CertifyConfig | None, settings: dict[str, Any]) -> CertifyConfig:
@@ -172,7 +183,22 @@ def certify_dataset(
     radii = None if config.radii is None else np.asarray(config.radii, dtype=np.float64)
     drawn = [0]
 
+    if sequential:
+        columns = CERTIFY_COLUMNS + ("n_used",)
+    else:  # with the counts nA, n; a log written before them resumes in its own columns
+        counted = _counts_of(smooth)
+        columns = resume_columns(out, CERTIFY_COLUMNS + COUNT_COLUMNS, CERTIFY_COLUMNS) if counted else CERTIFY_COLUMNS
+        if not counted and resume_columns(out, CERTIFY_COLUMNS, CERTIFY_COLUMNS + COUNT_COLUMNS) != CERTIFY_COLUMNS:
+            raise ArgumentError("out", f"out: {str(out)!r} holds the counts nA, n of Smooth's CERTIFY, which "
+                                       f"{type(smooth).__name__}.certify_batch does not give; resume it with Smooth or "
+                                       "choose another file")
+    with_counts = columns[-len(COUNT_COLUMNS):] == COUNT_COLUMNS
+
     def step(idx: list[int], xs: torch.Tensor, ys: torch.Tensor, gen: torch.Generator) -> list[list[Any]]:
+        if not sequential and with_counts:
+            pred, radius, n_a = smooth.certify_counts_batch(xs, n0, n, alpha, batch_size, gen, **options)
+            return [[int(p), floor_decimal(float(r), RADIUS_PLACES), int(int(p) == y), int(a), n]
+                    for p, r, y, a in zip(pred, radius, ys.tolist(), n_a.tolist())]
         if not sequential:
             pred, radius = smooth.certify_batch(xs, n0, n, alpha, batch_size, gen, **options)
             return [[int(p), floor_decimal(float(r), RADIUS_PLACES), int(int(p) == y)]
@@ -183,7 +209,7 @@ def certify_dataset(
         return [[int(p), floor_decimal(float(r), RADIUS_PLACES), int(int(p) == y), int(u)]
                 for p, r, y, u in zip(pred, radius, ys.tolist(), used.tolist())]
 
-    job = LoggedJob(key="certify", columns=CERTIFY_COLUMNS + (("n_used",) if sequential else ()), work=step,
+    job = LoggedJob(key="certify", columns=columns, work=step,
                     settings=settings, recorded={**recorded, **config.recorded()}, selection=config.selection,
                     per_batch=config.pack, samples_per_input=0 if sequential else n0 + n, names=_NAMES, meta=source)
     report = run_job(job, dataset, out, device=smooth.device, seed=config.seed, progress=progress)

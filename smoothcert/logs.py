@@ -33,13 +33,32 @@ import torch
 from .validation import ArgumentError
 
 CERTIFY_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
+# the trailing columns of a fixed-n certify log: nA, the estimation count of the selected class, of n
+# (pA is estimated as nA / n); logs written before them have CERTIFY_COLUMNS alone (``resume_columns``)
+COUNT_COLUMNS = ("nA", "n")
 PREDICT_COLUMNS = ("idx", "label", "predict", "correct", "time")
 # The type of each column of the logged runner's logs (certify, predict, attack, certificate check),
 # by name: reopening a log checks every value of these columns (``read_rows``); others are not checked.
 COLUMN_TYPES: dict[str, type] = {
     "idx": int, "label": int, "predict": int, "correct": int, "radius": float, "time": float, "n_used": int,
     "clean_predict": int, "delta_norm": float, "certified": int, "eps": float, "violation": int,
+    "nA": int, "n": int,
 }
+
+
+def resume_columns(path: str | os.PathLike, columns: Sequence[str], legacy: Sequence[str]) -> tuple[str, ...]:
+    """The columns to write to the log ``path``: ``legacy`` if it exists and already holds a log
+    with that header (one written before ``columns`` existed: it keeps its format, so one file
+    never mixes two), else ``columns``. Any other header is refused when the log is opened."""
+    path = Path(path)
+    try:
+        if path.is_file() and path.stat().st_size > 0:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                if f.readline().rstrip("\r\n") == "\t".join(legacy):
+                    return tuple(legacy)
+    except OSError:
+        pass  # the runner reports what is wrong with the file
+    return tuple(columns)
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)

@@ -1,4 +1,5 @@
-"""Certified-accuracy-vs-radius figures (matplotlib, Agg backend: no display needed).
+"""Certified-accuracy-vs-radius figures, and the distribution of pA (``pa_figure``) (matplotlib,
+Agg backend: no display needed).
 
 Each curve is the exact step function CA(r) = #{correct and radius >= r} / n of a certify log
 (Cohen et al., 2019, Fig. 6 style), drawn from ``smoothcert.analysis.certified_accuracy_curve``;
@@ -116,5 +117,86 @@ def plot_certified_accuracy(logs: Sequence[LogLike], out: str | os.PathLike, lab
     return out
 
 
+def pa_figure(logs: Sequence[LogLike], labels: Sequence[str] | None = None, title: str | None = None,
+              bins: int = 20) -> Figure:
+    """The distribution of pA over the inputs of certify logs with counts (``analysis.pa_estimates``):
+    left, the histogram of the estimated pA = nA / n (``bins`` bins on [0, 1], one outline a log);
+    right, the cumulative distribution of pA_lower (the bound the certificate used; the estimate,
+    dotted, for a log whose metadata records no alpha), with pA_lower = 1/2 (below it the input
+    abstains) and each log's ceiling alpha^(1/n) (nA = n: the most n samples can certify, the
+    radius cap that the budget sets) marked. ValueError for a log without the counts. The caller
+    owns the figure (``plt.close`` it)."""
+    from .analysis import pa_estimates, pa_level
+
+    logs = [as_log(x) for x in logs]
+    if not logs:
+        raise ValueError("logs must name at least one certify log")
+    data = [pa_estimates(x) for x in logs]  # refuses a log without nA and n
+    if labels is None:
+        labels = default_labels(logs)
+    elif len(labels) != len(logs):
+        raise ValueError(f"labels: got {len(labels)} for {len(logs)} logs")
+    fig, (hist, cdf) = plt.subplots(1, 2, figsize=(8.4, 3.3), layout="constrained")
+    colors = plt.get_cmap("tab10").colors
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    for k, (log, (estimate, lower), label) in enumerate(zip(logs, data, labels)):
+        color = colors[k % len(colors)]
+        hist.hist(estimate, bins=edges, histtype="step", lw=1.5, color=color,
+                  weights=np.full(estimate.size, 100.0 / estimate.size), label=label)
+        values, style = (lower, "-") if lower is not None else (estimate, ":")
+        x = np.sort(values)
+        cdf.plot(np.concatenate([[0.0], x, [1.0]]), np.concatenate([[0.0], np.arange(1, x.size + 1) / x.size * 100,
+                                                                   [100.0]]),
+                 drawstyle="steps-post", ls=style, lw=1.5, color=color, label=label)
+        level, ns = pa_level(log), np.unique(log.count_n)
+        if level is not None and ns.size == 1:
+            cdf.axvline(level ** (1.0 / float(ns[0])), color=color, lw=0.8, ls="--", alpha=0.7)
+    cdf.axvline(0.5, color="0.5", lw=0.8)
+    hist.set_xlabel("estimated pA = nA / n")
+    hist.set_ylabel("inputs (%)")
+    cdf.set_xlabel("pA lower bound (dashed: the cap alpha^(1/n) of n samples)")
+    cdf.set_ylabel("inputs with pA_lower <= x (%)")
+    for ax in (hist, cdf):
+        ax.set_xlim(0, 1)
+        ax.grid(True, color="0.88", lw=0.6)
+        ax.set_axisbelow(True)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+    cdf.set_ylim(0, 100)
+    hist.legend(loc="upper left", frameon=True, framealpha=0.9, edgecolor="0.8", fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _save(fig: Figure, out: str | os.PathLike, dpi: int) -> Path:
+    out = Path(out)
+    fmt = out.suffix.lower().lstrip(".")
+    buf = io.BytesIO()
+    metadata = {"CreationDate": None} if fmt == "pdf" else {"Date": None} if fmt == "svg" else {}
+    try:
+        fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight", pad_inches=0.05, metadata=metadata)
+    finally:
+        plt.close(fig)
+    atomic_write_bytes(out, buf.getvalue())
+    return out
+
+
+def _check_figure_out(out: str | os.PathLike) -> Path:
+    out = Path(out)
+    if out.suffix.lower().lstrip(".") not in FIGURE_FORMATS:
+        raise ArgumentError("out", f"out must end in {', '.join('.' + f for f in FIGURE_FORMATS)}, got {str(out)!r}")
+    check_output("out", out)
+    return out
+
+
+def plot_pa(logs: Sequence[LogLike], out: str | os.PathLike, labels: Sequence[str] | None = None,
+            title: str | None = None, dpi: int = 200) -> Path:
+    """Write ``pa_figure(logs, labels, title)`` to ``out`` (.png at ``dpi``, .pdf or .svg;
+    atomically). Returns ``out``."""
+    out = _check_figure_out(out)
+    return _save(pa_figure(logs, labels, title), out, dpi)
+
+
 __all__ = ["ENVELOPE_LABEL", "FIGURE_FORMATS", "MIXED_X_LABEL", "X_LABEL", "Y_LABEL", "certified_accuracy_figure",
-           "plot_certified_accuracy"]
+           "pa_figure", "plot_certified_accuracy", "plot_pa"]

@@ -84,10 +84,12 @@ def certify(
     *,
     norm: str | None = None,
     bound: str = "one-sided",
-) -> tuple[torch.Tensor, torch.Tensor]:
+    with_counts: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """CERTIFY (Cohen et al., 2019) for each input of ``xs`` (B, C, H, W): returns (predictions,
     radii), a (B,) int64 tensor (``ABSTAIN`` where abstained) and a (B,) float64 tensor (0 where
-    abstained).
+    abstained); with ``with_counts``, also nA, the (B,) int64 estimation counts of the selected class
+    cA (out of ``n``; also where abstained), from which pA is estimated (nA / n).
 
     Selection: the top class cA of n0 noisy samples. Estimation: n fresh samples.
     ``bound="one-sided"`` (Cohen et al., 2019, CERTIFY): pA_lower is the one-sided (1 - alpha)
@@ -118,6 +120,8 @@ def certify(
     nB = counts.scatter(1, cA[:, None], -1).max(1).values  # runner-up: any class but cA
     cA_np, nA_np, nB_np = torch.stack([cA, nA, nB]).cpu().numpy()  # the one host sync
     pred, radius = certificate(sampler.noise, cA_np, nA_np, nB_np, n, alpha, norm=norm, bound=bound, dim=dim)
+    if with_counts:
+        return torch.from_numpy(pred), torch.from_numpy(radius), torch.from_numpy(nA_np.astype(np.int64))
     return torch.from_numpy(pred), torch.from_numpy(radius)
 
 

@@ -122,6 +122,14 @@ class Smooth:
         """CERTIFY each input of ``xs``: (predictions, radii) (``procedures.certify``)."""
         return procedures.certify(self.sampler, xs, n0, n, alpha, batch_size, generator, norm=norm, bound=bound)
 
+    def certify_counts_batch(self, xs: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int,
+                             generator: torch.Generator | None = None, *, norm: str | None = None,
+                             bound: str = "one-sided") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``certify_batch`` that also returns nA, each input's estimation count of its selected
+        class (of ``n``): (predictions, radii, nA). The same draws, the same certificates."""
+        return procedures.certify(self.sampler, xs, n0, n, alpha, batch_size, generator, norm=norm, bound=bound,
+                                  with_counts=True)
+
     def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int,
                 generator: torch.Generator | None = None, *, norm: str | None = None,
                 bound: str = "one-sided") -> tuple[int, float]:

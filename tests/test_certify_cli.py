@@ -28,10 +28,10 @@ def test_certify_writes_cohen_format_and_meta(digits_run, runner, tmp_path):
     r = runner.invoke(main, ["certify", str(digits_run), "--max", "4", "--skip", "3", "--out", str(out), *FAST])
     assert r.exit_code == 0, r.output
     header, rows = read_tsv(out)
-    assert tuple(header) == CERTIFY_COLUMNS
+    assert tuple(header) == CERTIFY_COLUMNS + ("nA", "n")  # Cohen's columns, then the counts of pA
     assert [int(x[0]) for x in rows] == [0, 3, 6, 9]  # --max counts inputs, --skip strides indices
-    for idx, label, pred, radius, correct, _ in rows:
-        assert int(correct) == int(int(pred) == int(label))
+    for idx, label, pred, radius, correct, _, n_a, n in rows:
+        assert int(correct) == int(int(pred) == int(label)) and int(n) == 200 and 0 <= int(n_a) <= 200
         assert (float(radius) == 0.0) if int(pred) == -1 else float(radius) > 0
     meta = json.loads(Path(str(out) + ".meta.json").read_text())
     assert meta["certify"]["N"] == 200 and meta["config"]["arch"] == "digits_cnn" and meta["seed"] == 3

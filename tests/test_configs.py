@@ -99,7 +99,8 @@ def test_a_certify_config_and_the_keyword_forms_write_the_same_log(smooth, tmp_p
     certify_dataset(smooth, ds, tmp_path / "b.tsv", config=config)
     certify_dataset(smooth, ds, tmp_path / "c.tsv", **FAST, selection=Selection(1, 3), seed=4)
     certify_dataset(smooth, ds, tmp_path / "d.tsv", 10, 100, 0.01, 50, selection=Selection(1, 3), seed=4)
-    cut = lambda p: [r.rsplit("\t", 1)[0] for r in p.read_text().splitlines()]  # noqa: E731  (time differs)
+    cut = lambda p: [(lambda c: c[:5] + c[6:])(r.split("\t")) for r in p.read_text().splitlines()]  # noqa: E731
+    # (the time column, the 6th, differs)
     for name in "bcd":
         assert cut(tmp_path / f"{name}.tsv") == cut(tmp_path / "a.tsv")
         assert meta_path(tmp_path / f"{name}.tsv").read_text() == meta_path(tmp_path / "a.tsv").read_text()

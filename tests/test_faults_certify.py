@@ -74,6 +74,10 @@ class Counting:
         self.calls += 1
         return self.smooth.certify_batch(*args, **kwargs)
 
+    def certify_counts_batch(self, *args, **kwargs):  # the counted form the runner calls (nA, n columns)
+        self.calls += 1
+        return self.smooth.certify_counts_batch(*args, **kwargs)
+
 
 # -- 2: the selection is part of what a resume must match ------------------------------------------
 def test_resume_with_another_skip_is_refused_naming_both_values(smooth, digits, digits_run, runner, tmp_path):
@@ -117,11 +121,12 @@ def _damaged(smooth, digits, tmp_path, last_line: str, seed: int = 1) -> Path:
 
 
 @pytest.mark.parametrize("line,why", [
-    ("10\t3\t3\tgarbage\t1\t0.2\n", r"line 5 is malformed \(radius 'garbage' is not a number\)"),
-    ("10\t3\tx\t0.5\t1\t0.2\n", r"line 5 is malformed \(predict 'x' is not an integer\)"),
-    ("10\t3\t3\tnan\t1\t0.2\n", r"line 5 is malformed \(radius 'nan' is not a finite number\)"),
-    ("1\t3\t3\t0.5\t1\t0.2\n", r"line 5 repeats idx 1 of line 3"),
-    ("50\t3\t3\t0.5\t1\t0.2\n", r"line 5 holds idx 50, which this run's selection leaves out"),
+    ("10\t3\t3\tgarbage\t1\t0.2\t90\t100\n", r"line 5 is malformed \(radius 'garbage' is not a number\)"),
+    ("10\t3\tx\t0.5\t1\t0.2\t90\t100\n", r"line 5 is malformed \(predict 'x' is not an integer\)"),
+    ("10\t3\t3\tnan\t1\t0.2\t90\t100\n", r"line 5 is malformed \(radius 'nan' is not a finite number\)"),
+    ("10\t3\t3\t0.5\t1\t0.2\tx\t100\n", r"line 5 is malformed \(nA 'x' is not an integer\)"),
+    ("1\t3\t3\t0.5\t1\t0.2\t90\t100\n", r"line 5 repeats idx 1 of line 3"),
+    ("50\t3\t3\t0.5\t1\t0.2\t90\t100\n", r"line 5 holds idx 50, which this run's selection leaves out"),
 ])
 def test_a_damaged_log_is_refused_before_any_work_naming_file_and_line(smooth, digits, tmp_path, line, why):
     out = _damaged(smooth, digits, tmp_path, line)
@@ -138,7 +143,7 @@ def test_cli_a_damaged_row_exits_2_with_one_line(smooth, digits, digits_run, run
     r = runner.invoke(main, ["certify", str(digits_run), "--max", "3", "--out", str(out), *CLI_FAST, "--quiet"])
     assert r.exit_code == 0, r.output
     with open(out, "a") as f:
-        f.write("10\t3\t3\tgarbage\t1\t0.2\n")
+        f.write("10\t3\t3\tgarbage\t1\t0.2\t90\t100\n")
     r = runner.invoke(main, ["certify", str(digits_run), "--max", "20", "--out", str(out), *CLI_FAST, "--quiet"])
     errors = error_lines(r.output)
     assert r.exit_code == 2 and len(errors) == 1 and "Traceback" not in r.output, r.output
@@ -244,7 +249,7 @@ def test_a_full_disk_while_appending_rows_is_one_line_frees_the_lock_and_resumes
     msg = str(e.value)
     assert "\n" not in msg and repr(str(out)) in msg and "No space left on device" in msg
     assert not Path(str(out) + ".lock").exists()
-    assert len(logs.read_rows(out, logs.CERTIFY_COLUMNS)) == 3 and not out.read_text().endswith("\n")  # torn 4th
+    assert len(logs.read_rows(out, logs.CERTIFY_COLUMNS + logs.COUNT_COLUMNS)) == 3 and not out.read_text().endswith("\n")  # torn 4th
     certify_dataset(noisy, digits, out, **FAST, selection=sel, seed=4)  # space freed: the same process resumes
     assert rows_without_time(out) == rows_without_time(whole)
 

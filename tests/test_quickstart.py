@@ -14,7 +14,7 @@ def test_quickstart_small_end_to_end(runner, tmp_path):
     for method in ("gauss", "maxup-gauss"):
         assert (out / method / "config.json").is_file()
         lines = (out / method / "certify.tsv").read_text().splitlines()
-        assert lines[0].split("\t") == ["idx", "label", "predict", "radius", "correct", "time"]
+        assert lines[0].split("\t") == ["idx", "label", "predict", "radius", "correct", "time", "nA", "n"]
         assert len(lines) == 1 + 10
     assert (out / "certified_accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "maxup-gauss" in (out / "table.md").read_text()

@@ -111,3 +111,27 @@ def plot(logs: tuple[Path, ...], out: Path, max_radius: float | None, labels: tu
     names = _check_labels(labels, logs)
     plot_certified_accuracy([load_log(p) for p in logs], out, names, envelope, max_radius, title,
                             allow_mixed=allow_mixed)
+
+
+@main.command("plot-pa")
+@_logs_argument
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Figure file: .png, .pdf or .svg.")
+@_label_option
+@click.option("--title", default=None, help="Figure title.")
+@user_errors
+def plot_pa(logs: tuple[Path, ...], out: Path, labels: tuple[str, ...], title: str | None) -> None:
+    """Plot the distribution of pA of certify logs: the histogram of the estimated pA = nA / n
+    and the cumulative distribution of its lower bound pA_lower (the bound each certificate
+    used), with each log's ceiling alpha^(1/n), the most its n samples can certify.
+
+    Beside ACR, which easy inputs and the sampling budget dominate (Sun et al., ICML 2025): the
+    logs need the counts nA and n (every fixed-N certify log of this release); `analyze --format
+    json` gives the same distribution as quantiles (logs[].pa).
+    """
+    from ..analysis import load_log
+    from ..plotting import plot_pa as plot
+
+    check_output("out", out)
+    names = _check_labels(labels, logs)
+    plot([load_log(p) for p in logs], out, names, title)

@@ -213,7 +213,9 @@ def certify(model: ModelSource, dataset: str | None, data_root: str | None, spli
     code's cifar_resnet20/110 checkpoints work too), or leave it out and give any model with
     --model (and --dataset). Writes one TSV line per input:
     idx label predict radius correct time (predict -1 = abstain, radius in pixel units of the
-    --norm norm), and with --sequential one more column n_used (estimation samples drawn).
+    --norm norm), then nA n (the estimation samples that voted the selected class, of n: the
+    distribution of pA, `analyze` and `plot-pa`); with --sequential one more column n_used
+    (estimation samples drawn) instead.
     """
     from ..analysis import parse_radii
     from ..certification import certify_dataset, run_summary
