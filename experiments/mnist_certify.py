@@ -69,7 +69,12 @@ SEED = 0
 # certify logs of jh-jeong/smoothing-consistency, whose rows for our images are extracted under
 # --out/published/ as ``{prefix}_noise_{sigma:.2f}_{id}.tsv`` (source, commit and choice of file: README.md there).
 PUBLISHED_DIR = "published"
-PUBLISHED_METHODS = {"cohen": "Gaussian", "salman": "SmoothAdv", "macer": "MACER", "consistency": "Consistency"}
+PUBLISHED_METHODS = {"cohen": "Gaussian", "salman": "SmoothAdv", "macer": "MACER", "consistency": "Consistency",
+                     "stab": "Stability", "smoothmix": "SmoothMix", "catrs": "CAT-RS"}
+# issue 24: today's baseline table, our scaled runs next to the published full-protocol logs (``sota.md``/``.json``)
+SOTA = (("gauss", "cohen"), ("stability", "stab"), ("consistency", "consistency"), ("macer", "macer"),
+        ("smoothmix", "smoothmix"), ("catrs", "catrs"), ("smoothadv", "salman"))  # (our method, published prefix)
+PUBLISHED_NOTES = {"catrs": " [its own protocol: 150 epochs, lr x0.1 at 50 and 100]"}
 COMPARED = (("gauss", 5), ("maxup-gauss", 5), ("maxup-gauss", 25), ("alps", 5))  # (method, m) of our full runs
 SMOOTHADV_EPOCHS = 90  # the literature's protocol; its per-epoch cost is our short-protocol smoothadv measurement
 SEED_SPREAD = (0.5, (0, 1, 2))  # scaled protocol: sigma and training seeds of the gauss vs maxup-gauss spread
@@ -546,6 +551,49 @@ def m_sweep(out: Path, figures: Path | None = None) -> tuple[list[str], dict]:
     return md, {"radii": [float(r) for r in radii], "rows": records}
 
 
+def sota_tables(out: Path, figures: Path | None = None) -> tuple[list[str], dict]:
+    """Issue 24, per sigma: our scaled-protocol runs of the baseline table's methods (gauss, stability,
+    Consistency, MACER, SmoothMix, CAT-RS; complete logs only) against our scaled gauss, and the published
+    full-protocol logs of the same methods against the published Gaussian log, on the same 500 images
+    (``comparison_table``: ACR (SE), paired difference to the protocol's Gaussian, certified accuracy), then
+    the two gains side by side. A figure per sigma of our runs (``figures/mnist_sota_sigma{s}.png``)."""
+    radii = parse_radii("0:2:0.5")
+    pub = published_logs(out)
+    md: list[str] = []
+    data: dict = {"radii": [float(r) for r in radii], "sigmas": {}}
+    for sigma in SIGMAS:
+        ours = {m: out / "scaled" / f"{run_name(m, sigma)}.tsv" for m, _ in SOTA}
+        ours = {m: read_log(p) for m, p in ours.items() if p.is_file() and read_log(p).n >= NUM_IMAGES}
+        if "gauss" not in ours or len(ours) < 2:
+            continue
+        entries = [{"label": f"{m} (ours, scaled)", "log": log,
+                    "s_epoch": float(np.mean(train_seconds(out, "scaled", run_name(m, sigma))))}
+                   for m, log in ours.items()]
+        rows, records = comparison_table(entries, ours["gauss"], radii)
+        published = {prefix: load_log(paths[0]) for _, prefix in SOTA if (paths := pub.get((prefix, sigma)))}
+        p_entries = [{"label": f"{PUBLISHED_METHODS[prefix]} (published, full){PUBLISHED_NOTES.get(prefix, '')}",
+                      "log": log} for prefix, log in published.items()]
+        p_rows, p_records = comparison_table(p_entries, published.get("cohen"), radii) if p_entries else ([], [])
+        side = ["| method | ours (scaled): ACR - ACR(gauss) (paired SE) | published (full): ACR - ACR(Gaussian) "
+                "(paired SE) |", "|:---|---:|---:|"]
+        for m, prefix in SOTA[1:]:
+            a = acr_difference(ours[m], ours["gauss"]) if m in ours else None
+            b = (acr_difference(published[prefix], published["cohen"])
+                 if prefix in published and "cohen" in published else None)
+            if a is None and b is None:
+                continue
+            cell = (lambda d: "" if d is None else f"{d[0]:+.3f} ({d[1]:.3f})")
+            side.append(f"| {m} | {cell(a)} | {cell(b)} |")
+        md += [f"### sigma = {sigma}", "", "Ours, scaled protocol (12 epochs, N = 10 000):", "", *rows, "",
+               "Published logs, full protocol (90 epochs, N = 100 000), same images:", "", *p_rows, "",
+               "Gain over each protocol's own Gaussian run:", "", *side, ""]
+        data["sigmas"][str(sigma)] = {"ours": records, "published": p_records}
+        if figures is not None:
+            write_figure(figures, f"mnist_sota_sigma{sigma}.png", list(ours.values()),
+                         f"MNIST, LeNet, scaled protocol, σ = {sigma}", labels=list(ours))
+    return md, data
+
+
 def write_comparison(out: Path, figures: Path) -> str:
     """``comparison.md`` and ``comparison.json`` under ``out`` (and the figures); returns the Markdown."""
     table, data = compare_full(out, figures)
@@ -629,6 +677,15 @@ def report(args: argparse.Namespace) -> None:
               "Paired over the same 500 images (SE of the paired mean; it covers the choice of images, not the "
               "training seed). Cost: total training time / median epoch time of the protocol's gauss runs.", "",
               *comparisons(out, every), ""]
+    sota, sota_data = sota_tables(out, Path(args.figures))
+    if sota:
+        head = ["# Today's training methods on MNIST (issue 24)", "",
+                "Our runs: LeNet, scaled protocol (lr 0.01, 12 epochs, x0.1 every 4, N0 = 100, N = 10 000, "
+                "alpha = 0.001), the published MNIST hyperparameters (`method_params`, "
+                "`published/HYPERPARAMETERS.md`). Published: per-image logs of the authors' repositories "
+                "(`published/README.md`). Paired SEs cover the choice of images, not the training seed.", ""]
+        atomic_write_bytes(out / "sota.md", "\n".join(head + sota).encode())
+        atomic_write_bytes(out / "sota.json", (json.dumps(sota_data, indent=2) + "\n").encode())
     text = "\n".join(lines)
     atomic_write_bytes(out / "summary.md", text.encode())
     print(text)
