@@ -41,6 +41,7 @@ from .noise import config_noise
 from .processes import ProcessGroup
 from .configs import SCHEDULES, TrainConfig
 from .runs.directory import FORMAT, RESUME_MAY_CHANGE, TRAIN_COLUMNS, TRAIN_LOG_NAME, RunDir, build_model
+from .tensorboard import EpochScalars, log_folder, writer_class
 from .trainer import Batches, EpochResult, NonFiniteLoss, Trainer, epoch_seed
 from .validation import ArgumentError
 
@@ -126,6 +127,7 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     quiet: bool = False,
+    tensorboard: bool | str | os.PathLike | None = None,
     **settings: Any,
 ) -> Path:
     """Train into the run directory ``out_dir`` (config.json, checkpoint.pt, train_log.tsv; see
@@ -146,7 +148,9 @@ def train(
     with content but no checkpoint is refused, naming what it holds); ``overwrite`` starts
     afresh, deleting the run's config.json, checkpoint.pt and train_log.tsv there (other files
     stay); neither: an error naming what the folder holds. ``resume`` and ``overwrite`` exclude
-    each other.
+    each other. ``tensorboard``: also write each epoch's scalars for TensorBoard, to
+    ``out_dir/tensorboard`` (True) or the folder given (``smoothcert.tensorboard``; needs the
+    optional tensorboard package, refused before any training without it).
 
     Returns ``out_dir``. Raises ValueError naming the bad argument, NonFiniteLoss if the loss
     diverges, ``OutputError`` (a ValueError naming ``out_dir`` and the path) if a write fails (a
@@ -154,6 +158,9 @@ def train(
     continues from it."""
     out = Path(out_dir)
     c = TrainConfig.build(config, settings)  # every setting is checked before a process group starts
+    board_dir = log_folder(out, tensorboard)
+    if board_dir is not None:
+        writer_class()  # without the tensorboard package: one line now, not after an epoch
     processes = ProcessGroup(device)  # under torchrun: cuda means cuda:LOCAL_RANK (processes.py)
     try:
         setup = configure(c, world_size=processes.world)
@@ -187,11 +194,12 @@ def train(
         setup.method.setup(TrainContext(setup.train_set, config["num_classes"], processes.device, out, rank == 0,
                                         c.max_train_samples, config["seed"], talk and sys.stderr.isatty()))
         writer = _EpochWriter(run, config, trainer, write=rank == 0, talk=talk, start=start)
+        board = EpochScalars(board_dir, start) if board_dir is not None and rank == 0 else None
         failed = True
         try:
             trainer.fit(train_batches, test_batches, start=start, seed=config["seed"], sigma=config["sigma"],
                         noise=config_noise(config), processes=processes, progress=talk and sys.stderr.isatty(),
-                        on_epoch=writer)
+                        on_epoch=writer if board is None else lambda r: (writer(r), board(r)))
             failed = False
         except NonFiniteLoss as e:
             done = trainer.epochs_done
@@ -203,7 +211,11 @@ def train(
                     if done > 0 else "has no checkpoint yet")
             raise OutputError(e.arg, f"{e}; training stopped, {str(out)!r} {kept}", e.path, e.errno) from e
         finally:
-            writer.close(quiet=failed)
+            try:
+                writer.close(quiet=failed)
+            finally:
+                if board is not None:
+                    board.close()
         return out
     finally:
         processes.close()

@@ -131,12 +131,16 @@ def _method_options(fn: Any) -> Any:
 @click.option("--max-train-samples", type=int, default=None, help="Train on the first N inputs only.")
 @click.option("--max-test-samples", type=int, default=None, help="Evaluate on the first N test inputs only.")
 @click.option("--quiet", is_flag=True, help="No progress bar or epoch lines.")
+@click.option("--tensorboard", is_flag=True,
+              help="Also write each epoch's loss, accuracies and lr for TensorBoard to OUT/tensorboard "
+                   "(tensorboard --logdir OUT/tensorboard); needs the optional tensorboard package.")
 @user_errors
 def train(out: Path | None, dataset: str, data_root: str | None, download: bool,
           arch: str | None, norm_layers: str, method: str, epochs: int, batch_size: int, lr: float, momentum: float,
           weight_decay: float, schedule: str, lr_step_size: int, lr_gamma: float, seed: int, device: str | None,
           amp: str, channels_last: bool, resume: bool, overwrite: bool, num_workers: int,
-          max_train_samples: int | None, max_test_samples: int | None, quiet: bool, **given: Any) -> None:
+          max_train_samples: int | None, max_test_samples: int | None, quiet: bool, tensorboard: bool,
+          **given: Any) -> None:
     """Train a base classifier into the run directory --out.
 
     --out gets config.json (what `smoothcert certify` needs), checkpoint.pt (each epoch,
@@ -161,7 +165,7 @@ def train(out: Path | None, dataset: str, data_root: str | None, download: bool,
                   lr_step_size=lr_step_size, lr_gamma=lr_gamma, data_root=data_root, download=download, seed=seed,
                   device=dev, amp=amp == "auto", channels_last=channels_last, resume=resume, overwrite=overwrite,
                   quiet=quiet, model_kwargs={"norm": norm_layers}, num_workers=num_workers,
-                  max_train_samples=max_train_samples, max_test_samples=max_test_samples)
+                  max_train_samples=max_train_samples, max_test_samples=max_test_samples, tensorboard=tensorboard)
     except NonFiniteLoss as e:
         raise click.ClickException(str(e)) from None
 
