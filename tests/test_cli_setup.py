@@ -80,7 +80,7 @@ def test_help_of_every_command_without_torch():
     assert r.returncode == 0, r.stderr
     names, torch_loaded = r.stdout.split("\n")[:2]
     for cmd in ("train", "certify", "predict", "attack", "check-certificates", "evaluate", "analyze", "plot",
-                "quickstart", "methods", "merge"):
+                "quickstart", "methods", "merge", "plot-pa"):
         assert cmd in names.split()
     assert torch_loaded == "False"
 
