@@ -22,6 +22,31 @@ The model for sigma 1.0 has no committed checkpoint, so sigma 1.0 is reported as
 The committed results: grid and single at both sigmas on all 500 images (sigma 0.5 grid in two
 processes, --images 300 and --start 300), wallclock with --wallclock-images 10, nogrid with
 --nogrid-images 40 (results/sequential/run*.log are the console logs).
+
+``--bernoulli`` (issue 26): expected estimation samples on Bernoulli(pA) streams, no model. Cells:
+pA in {0.7, 0.99, 0.999, 0.9999} x target radius 0.5 / 0.8 / 0.9 of the true radius
+sigma Phi^-1(pA) (Gaussian noise), alpha = 0.001, n_max = 100 000; the target is the one grid
+radius of ``StoppingRule``, so a stream stops when pA's lower bound passes
+m = Phi(target / sigma) (or at n_max, or when the target is out of reach). Every method runs on
+the same streams in a cell (common random numbers), and a stream's samples are min(tau, n_max):
+
+* ours: ``StoppingRule`` with each of the library's confidence sequences (``SEQUENCES``; with
+  ``--variants``, other look schedules and priors too);
+* implemented here, monitored after every sample, each a test of p <= m rejected at 1/alpha:
+  the Beta(1/2, 1/2) Krichevsky–Trofimov mixture (two-sided: the lower end of its confidence
+  set; and one-sided: the prior restricted to q > m), the Waudby-Smith & Ramdas (2023) betting
+  test K_n = prod(1 + lambda_i (X_i - m)) with four predictable bets (their PrPl hedged bet and
+  aGRAPA, and the plug-in Kelly bet (p_hat - m) / (m (1 - m)) = GRAPA for Bernoulli, truncated
+  at c / m, c = 1/2 and 0.9; the best of the four in each cell is the "betting" column), our
+  default bound (the one-sided Beta(1, 3/4) mixture) monitored after every sample ("mixture,
+  continuous": what the looks cost), and the oracle SPRT of pA against m (knows pA: the lower
+  limit).
+
+The ratios are to the best, in each cell, of the issue's comparison set: the two-sided KT mixture
+and the betting test. The one-sided KT mixture (added here; a stronger test than the two-sided
+one where pA is near 1) is shown with its ratio too, but is not in that set.
+
+    python experiments/bench_sequential.py --bernoulli --streams 300
 """
 from __future__ import annotations
 
@@ -31,6 +56,7 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,6 +64,7 @@ import torch
 from smoothcert.analysis import parse_radii
 from smoothcert.data import get_dataset
 from smoothcert.logs import atomic_write_bytes
+from smoothcert.sequential import SEQUENCES
 from smoothcert.runs import load_model
 from smoothcert.smoothing import Smooth
 
@@ -73,6 +100,12 @@ def settings(sigma: float, mode: str, args) -> tuple[np.ndarray | None, float | 
     return None, 0.01 * sigma, args.nogrid_images
 
 
+def log_path(sigma: float, mode: str, sequence: str) -> Path:
+    """The log of one mode: gauss-sigma{s}.{mode}.tsv for cp-geometric (the sequence these logs were
+    first written with), gauss-sigma{s}.{mode}.{sequence}.tsv for the others."""
+    return OUT / f"gauss-sigma{sigma}.{mode}{'' if sequence == 'cp-geometric' else '.' + sequence}.tsv"
+
+
 def run(sigma: float, mode: str, args) -> None:
     torch.set_num_threads(args.threads)
     ckpt = RUNS / f"gauss-sigma{sigma}"
@@ -86,7 +119,7 @@ def run(sigma: float, mode: str, args) -> None:
     count = count if args.images is None else min(count, args.images)
     indices = list(range(0, len(dataset), SKIP))[args.start:count]
     OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / f"gauss-sigma{sigma}.{mode}.tsv"
+    path = log_path(sigma, mode, args.sequence)
     columns = COLUMNS + (["fixed_predict", "fixed_radius", "fixed_time"] if mode == "wallclock" else [])
     done = set(int(v) for v in read_log(path)["idx"]) if path.is_file() and path.stat().st_size > 0 else set()
     if not done:
@@ -107,7 +140,8 @@ def run(sigma: float, mode: str, args) -> None:
                 extra = [[str(int(fp[0])), f"{float(fr[0]):.4f}", f"{ft:.4f}"]]
             gen = torch.Generator().manual_seed(SEED * STRIDE + idx[0])
             t0 = time.perf_counter()
-            preds, rads, used = smooth.certify_sequential_batch(xs, N0, N_MAX, ALPHA, args.batch, radii, tol, gen)
+            preds, rads, used = smooth.certify_sequential_batch(xs, N0, N_MAX, ALPHA, args.batch, radii, tol, gen,
+                                                                sequence=args.sequence)
             per = (time.perf_counter() - t0) / len(idx)
             for j, i in enumerate(idx):
                 p, r = int(preds[j]), float(rads[j])
@@ -137,8 +171,8 @@ def report() -> None:
             continue
         fixed = read_log(FIXED / f"gauss-sigma{sigma}.tsv")
         md += [f"## sigma = {sigma}", ""]
-        for mode in ("grid", "single", "nogrid", "wallclock"):
-            path = OUT / f"gauss-sigma{sigma}.{mode}.tsv"
+        for mode, sequence in [(m, s) for m in ("grid", "single", "nogrid", "wallclock") for s in SEQUENCES]:
+            path = log_path(sigma, mode, sequence)
             if not path.is_file():
                 continue
             seq = read_log(path)
@@ -147,14 +181,22 @@ def report() -> None:
                 continue
             ref = {k: v[np.isin(fixed["idx"], seq["idx"])] for k, v in fixed.items()}
             mean_n = float(seq["n_used"].mean())
-            e = {"images": m, "mean_samples": mean_n, "ratio": N_MAX / mean_n}
+            e = {"sequence": sequence, "images": m, "mean_samples": mean_n, "ratio": N_MAX / mean_n}
+            label = f"{mode}, {sequence}"
+            today = log_path(sigma, mode, "cp-geometric")
+            if sequence != "cp-geometric" and today.is_file():
+                old = read_log(today)
+                same = np.isin(old["idx"], seq["idx"])
+                if same.sum() == m:
+                    e["fewer_samples_than_cp_geometric"] = float(old["n_used"][same].mean()) / mean_n
+                    label += f", {e['fewer_samples_than_cp_geometric']:.2f}x fewer samples than cp-geometric"
             if mode in ("grid", "single"):
                 radii = grid_for(sigma) if mode == "grid" else np.array([SINGLE_RADIUS[sigma]])
                 e["radii"] = radii.tolist()
                 e["fixed"] = certified_accuracy(ref, radii)
                 e["sequential"] = certified_accuracy(seq, radii)
                 e["max_abs_diff_points"] = 100 * float(np.max(np.abs(np.subtract(e["fixed"], e["sequential"]))))
-                md += [f"**{mode}** ({m} images): mean estimation samples {mean_n:.0f} "
+                md += [f"**{label}** ({m} images): mean estimation samples {mean_n:.0f} "
                        f"({e['ratio']:.1f}x fewer than {N_MAX}); largest cell difference "
                        f"{e['max_abs_diff_points']:.1f} points", "",
                        "| r | " + " | ".join(f"{r:g}" for r in radii) + " |",
@@ -166,20 +208,211 @@ def report() -> None:
                 acr_s = float(np.mean(seq["radius"] * seq["correct"]))
                 e.update(acr_fixed=acr_f, acr_sequential=acr_s,
                          mean_radius_lost=float(np.mean(ref["radius"] * ref["correct"] - seq["radius"] * seq["correct"])))
-                md += [f"**nogrid** (tol 0.01 sigma, first {m} images): mean samples {mean_n:.0f} "
+                md += [f"**{label}** (tol 0.01 sigma, first {m} images): mean samples {mean_n:.0f} "
                        f"({e['ratio']:.2f}x fewer); ACR fixed {acr_f:.4f}, sequential {acr_s:.4f} "
                        f"(mean radius lost {e['mean_radius_lost']:.4f})", ""]
             else:
                 tf, ts = float(seq["fixed_time"].sum()), float(seq["time"].sum())
                 e.update(fixed_seconds=tf, sequential_seconds=ts, wallclock_ratio=tf / ts,
                          sample_ratio=N_MAX / mean_n)
-                md += [f"**wall clock** (first {m} images, both rules in one process, grid radii, 1 thread): "
+                md += [f"**wall clock, {sequence}** (first {m} images, both rules in one process, grid radii, "
+                       "1 thread): "
                        f"fixed N {tf:.1f} s, sequential {ts:.1f} s: {tf / ts:.1f}x faster "
                        f"(sample ratio {N_MAX / mean_n:.1f}x)", ""]
-            entry[mode] = e
+            entry[mode if sequence == "cp-geometric" else f"{mode}.{sequence}"] = e
     OUT.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(OUT / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     atomic_write_bytes(OUT / "summary.md", ("\n".join(md) + "\n").encode())
+    print("\n".join(md))
+
+
+# -- issue 26: Bernoulli streams ---------------------------------------------------------------
+BERNOULLI_PA = (0.7, 0.99, 0.999, 0.9999)
+BERNOULLI_FRACTIONS = (0.5, 0.8, 0.9)
+LITERATURE = ("kt-two-sided", "betting")  # the issue's comparison set
+
+
+def _log_beta_mixture(s, n, m, a, b, one_sided):
+    """log of the Beta(a, b) mixture of likelihood ratios against m (restricted to q > m and
+    renormalised when one_sided), for s successes in n trials; written out here, not imported."""
+    from scipy.special import betaincc, betaln
+    f = n - s
+    out = betaln(s + a, f + b) - betaln(a, b) - s * math.log(m) - f * math.log1p(-m)
+    if one_sided:
+        with np.errstate(divide="ignore"):
+            out = out + np.log(betaincc(s + a, f + b, m)) - math.log(betaincc(a, b, m))
+    return out
+
+
+def _ours(variants: bool, n_max: int, alpha: float) -> dict:
+    from smoothcert.sequential import confidence_sequence
+    ours = {"today (cp-geometric)": lambda: confidence_sequence("cp-geometric", n_max, alpha),
+            "cp-union": lambda: confidence_sequence("cp-union", n_max, alpha),
+            "mixture": lambda: confidence_sequence("mixture", n_max, alpha)}
+    if variants:
+        def make(name: str, **kw) -> Any:
+            return lambda: confidence_sequence(name, n_max, alpha, **kw)
+        for step, growth in ((16, 1.05), (32, 1.05), (100, 1.0)):
+            ours[f"cp-union step {step} growth {growth}"] = make("cp-union", step=step, growth=growth)
+        for step, growth in ((16, 1.02), (32, 1.05)):
+            ours[f"mixture step {step} growth {growth}"] = make("mixture", step=step, growth=growth)
+        for prior in ((1.0, 1.0), (1.0, 0.5), (0.5, 0.5)):
+            ours[f"mixture prior {prior}"] = make("mixture", prior=prior)
+    return ours
+
+
+def bernoulli_cell(pA: float, fraction: float, streams: int, seed: int, variants: bool = False,
+                   n_max: int = N_MAX, alpha: float = ALPHA, chunk: int = 4096) -> dict:
+    """Mean samples min(tau, n_max) of every method on ``streams`` common Bernoulli(pA) streams."""
+    from scipy.stats import norm as normal
+
+    from smoothcert.noise import GaussianNoise
+    from smoothcert.sequential import StoppingRule
+    noise = GaussianNoise(1.0)
+    target = fraction * float(normal.ppf(pA))
+    m = float(noise.p_lower_needed(target))
+    log_c = math.log(1 / alpha)
+    rules = {name: StoppingRule(noise, make(), np.array([target]))
+             for name, make in _ours(variants, n_max, alpha).items()}
+    continuous = {
+        "oracle SPRT": lambda S, n: S * math.log(pA / m) + (n - S) * math.log((1 - pA) / (1 - m)) >= log_c,
+        "kt-two-sided": lambda S, n: (S > n * m) & (_log_beta_mixture(S, n, m, 0.5, 0.5, False) >= log_c),
+        "kt-one-sided": lambda S, n: (S > n * m) & (_log_beta_mixture(S, n, m, 0.5, 0.5, True) >= log_c),
+        "mixture, continuous": lambda S, n: (S > n * m) & (_log_beta_mixture(S, n, m, 1.0, 0.75, True) >= log_c),
+    }
+    bets = ("prpl", "agrapa", "kelly c=0.5", "kelly c=0.9")
+    tau = {name: np.full(streams, n_max) for name in [*rules, *continuous, *bets]}
+    certified = {name: np.zeros(streams, dtype=bool) for name in rules}
+    state = {name: (np.arange(streams), 0) for name in rules}  # running streams, next look
+    log_k = {name: np.zeros(streams) for name in bets}
+    open_bets = {name: np.ones(streams, dtype=bool) for name in bets}
+    rng = np.random.default_rng(seed)
+    s_prev = np.zeros(streams, dtype=np.int64)
+    sum_x = np.zeros(streams)
+    sum_sq = np.zeros(streams)
+    mu, var = np.full(streams, 0.5), np.full(streams, 0.25)
+    n0 = 0
+    while n0 < n_max:
+        c = min(chunk, n_max - n0)
+        x = rng.random((streams, c)) < pA
+        S = s_prev[:, None] + np.cumsum(x, axis=1)
+        n = n0 + 1 + np.arange(c)
+        busy = False
+        for name, rule in rules.items():
+            running, k = state[name]
+            looks = rule.cs.looks
+            while running.size and k < len(looks) and looks[k] <= n0 + c:
+                stop, radius = rule.step(S[running, looks[k] - 1 - n0], k)
+                tau[name][running[stop]] = looks[k]
+                certified[name][running[stop]] = radius[stop] >= target
+                running, k = running[~stop], k + 1
+            state[name] = (running, k)
+            busy |= running.size > 0
+        for name, test in continuous.items():
+            alive = tau[name] == n_max
+            if alive.any():
+                busy = True
+                hit = test(S[alive], n[None, :])
+                tau[name][alive] = np.where(hit.any(1), n[hit.argmax(1)], n_max)
+        if any(o.any() for o in open_bets.values()):
+            busy = True
+            for j in range(c):
+                xj, i = x[:, j].astype(np.float64), n0 + j + 1
+                gap = mu - m
+                lam = {"prpl": np.minimum(np.sqrt(2 * log_c / (var * i * math.log(i + 1))), 0.5 / m),
+                       "agrapa": np.clip(gap / (var + gap ** 2), 0.0, 0.5 / m),
+                       "kelly c=0.5": np.clip(gap / (m * (1 - m)), 0.0, 0.5 / m),
+                       "kelly c=0.9": np.clip(gap / (m * (1 - m)), 0.0, 0.9 / m)}
+                for name in bets:
+                    log_k[name] += np.log1p(lam[name] * (xj - m))
+                    hit = open_bets[name] & (log_k[name] >= log_c)
+                    tau[name][hit] = i
+                    open_bets[name] &= ~hit
+                sum_x += xj
+                mu = (0.5 + sum_x) / (i + 1)
+                sum_sq += (xj - mu) ** 2
+                var = (0.25 + sum_sq) / (i + 1)
+                if not any(o.any() for o in open_bets.values()):
+                    break
+        s_prev = S[:, -1]
+        n0 += c
+        if not busy:
+            break
+    mean = {name: float(t.mean()) for name, t in tau.items()}
+    mean["betting"] = min(mean[b] for b in bets)
+    return {"pA": pA, "fraction": fraction, "target_radius_sigmas": target, "m": m, "streams": streams,
+            "mean_samples": mean, "certified_rate": {name: float(v.mean()) for name, v in certified.items()}}
+
+
+def bernoulli(args) -> None:
+    t0 = time.perf_counter()
+    cells = []
+    for i, pA in enumerate(BERNOULLI_PA):
+        for j, fraction in enumerate(BERNOULLI_FRACTIONS):
+            cell = bernoulli_cell(pA, fraction, args.streams, args.seed + 10 * i + j, args.variants)
+            best = min(cell["mean_samples"][name] for name in LITERATURE)
+            cell["best_literature"] = best
+            cell["ratios"] = {name: v / best for name, v in cell["mean_samples"].items()}
+            cells.append(cell)
+            print(f"pA {pA} x{fraction}: " + ", ".join(f"{k} {v:.0f}" for k, v in cell["mean_samples"].items())
+                  + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
+    out = {"alpha": ALPHA, "n_max": N_MAX, "streams_per_cell": args.streams, "seed": args.seed,
+           "best_literature_of": list(LITERATURE), "cells": cells, "seconds": time.perf_counter() - t0,
+           "loadavg": os.getloadavg(), "variants": bool(args.variants)}
+    bernoulli_report(out)
+
+
+SINGLE = ("kt-two-sided", "prpl", "agrapa", "kelly c=0.5", "kelly c=0.9", "kt-one-sided")
+
+
+def bernoulli_report(out: dict) -> None:
+    """Ratio tables of a --bernoulli run (``out``, as bernoulli*.json holds it) into bernoulli*.json
+    and .md: to the best of the issue's set in each cell, and to each pre-specified method alone."""
+    cells = out["cells"]
+    names = list(cells[0]["mean_samples"])
+
+    def ratios(name: str, ref: tuple[str, ...]) -> list[float]:
+        return [c["mean_samples"][name] / min(c["mean_samples"][r] for r in ref) for c in cells]
+
+    out["summary"] = {name: {"median_ratio": float(np.median(ratios(name, LITERATURE))),
+                             "max_ratio": float(np.max(ratios(name, LITERATURE)))} for name in names}
+    ours = [n for n in ("mixture", "cp-union", "today (cp-geometric)") if n in names]
+    out["against_single"] = {o: {ref: {"median_ratio": float(np.median(ratios(o, (ref,)))),
+                                       "max_ratio": float(np.max(ratios(o, (ref,))))} for ref in SINGLE}
+                             for o in ours}
+    main_cols = ("today (cp-geometric)", "cp-union", "mixture", "mixture, continuous", *LITERATURE,
+                 "kt-one-sided", "oracle SPRT")
+    shown = [n for n in main_cols if n in names] + [n for n in names if n not in (
+        *main_cols, "prpl", "agrapa", "kelly c=0.5", "kelly c=0.9")]
+    md = ["# Expected samples on Bernoulli streams (issue 26)", "",
+          f"alpha = {out['alpha']}, n_max = {out['n_max']}, {out['streams_per_cell']} streams a cell (the same "
+          f"streams for every method), seed {out['seed']}. Each entry: mean samples min(tau, n_max), and in brackets "
+          f"the ratio to the best of {', '.join(LITERATURE)} in that cell (betting: the best of PrPl, aGRAPA, Kelly "
+          "c=0.5 and Kelly c=0.9 in that cell). Ours (today, cp-union, mixture) are `StoppingRule` with one grid "
+          "radius, the target, over the library's looks; the other columns are monitored after every sample.",
+          "Written by `python experiments/bench_sequential.py --bernoulli"
+          f"{' --variants' if out.get('variants') else ''} --streams {out['streams_per_cell']} "
+          f"--seed {out['seed']}` ({out['seconds']:.0f} s on one thread, "
+          f"load {out['loadavg'][0]:.2f} on 2 shared cores).", "",
+          "| pA | r / r* | m | " + " | ".join(shown) + " |", "|---|---|---|" + "---|" * len(shown)]
+    for c in cells:
+        md.append(f"| {c['pA']} | {c['fraction']} | {c['m']:.6f} | " + " | ".join(
+            f"{c['mean_samples'][n]:.0f} ({c['mean_samples'][n] / c['best_literature']:.3f})" for n in shown) + " |")
+    summary = out["summary"]
+    md += ["", "| ratio to the best of the issue's set | " + " | ".join(shown) + " |",
+           "|---|" + "---|" * len(shown),
+           "| median | " + " | ".join(f"{summary[n]['median_ratio']:.3f}" for n in shown) + " |",
+           "| max | " + " | ".join(f"{summary[n]['max_ratio']:.3f}" for n in shown) + " |", "",
+           "Against each pre-specified method alone (median / max over the 12 cells of ours / it):", "",
+           "| ours | " + " | ".join(SINGLE) + " |", "|---|" + "---|" * len(SINGLE)]
+    for o in ours:
+        md.append(f"| {o} | " + " | ".join(f"{out['against_single'][o][r]['median_ratio']:.3f} / "
+                                            f"{out['against_single'][o][r]['max_ratio']:.3f}" for r in SINGLE) + " |")
+    md.append("")
+    OUT.mkdir(parents=True, exist_ok=True)
+    stem = "bernoulli-variants" if out.get("variants") else "bernoulli"
+    atomic_write_bytes(OUT / f"{stem}.json", (json.dumps(out, indent=2) + "\n").encode())
+    atomic_write_bytes(OUT / f"{stem}.md", ("\n".join(md) + "\n").encode())
     print("\n".join(md))
 
 
@@ -197,8 +430,25 @@ def main() -> None:
     ap.add_argument("--start", type=int, default=0,
                     help="skip the first START of those images (a second process can take a later range; "
                          "lines are appended whole)")
+    ap.add_argument("--sequence", choices=SEQUENCES, default="cp-geometric",
+                    help="the confidence sequence (default: cp-geometric, the sequence of the committed logs; "
+                         "others log to gauss-sigma{s}.{mode}.{sequence}.tsv)")
     ap.add_argument("--report", action="store_true")
+    ap.add_argument("--bernoulli", action="store_true", help="expected samples on Bernoulli streams (issue 26)")
+    ap.add_argument("--streams", type=int, default=300, help="--bernoulli: streams a cell")
+    ap.add_argument("--seed", type=int, default=0, help="--bernoulli: the seed of the streams")
+    ap.add_argument("--bernoulli-report", metavar="JSON", default=None,
+                    help="rewrite the tables of a --bernoulli run from its JSON (results/sequential/bernoulli.json)")
+    ap.add_argument("--variants", action="store_true",
+                    help="--bernoulli: other look schedules and priors too (bernoulli-variants.json / .md)")
     args = ap.parse_args()
+    if args.bernoulli_report:
+        bernoulli_report(json.loads(Path(args.bernoulli_report).read_text()))
+        return
+    if args.bernoulli:
+        torch.set_num_threads(1)
+        bernoulli(args)
+        return
     if args.report:
         report()
         return
