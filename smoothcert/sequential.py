@@ -434,12 +434,19 @@ def check_sequence(sequence: Any) -> str:
     return sequence
 
 
-def confidence_sequence(sequence: str, n_max: int, alpha: float, **looks: Any) -> AnytimeBound:
+def confidence_sequence(sequence: str | AnytimeBound, n_max: int, alpha: float, **looks: Any) -> AnytimeBound:
     """The confidence sequence named ``sequence`` (``SEQUENCES``) for n_max samples at level
-    alpha; ``looks`` as the keywords of its constructor (step, growth, looks, ...)."""
-    sequence = check_sequence(sequence)
+    alpha; ``looks`` as the keywords of its constructor (step, growth, looks, ...). A sequence
+    built already (``BetaMixture.create(n_max, alpha, step=1000)``: other looks) is returned as
+    it is if it ends at n_max and spends at most alpha; ArgumentError("sequence") otherwise."""
     n_max = check_int("n_max", n_max, 1)
     alpha = check_alpha(alpha)
+    if isinstance(sequence, (ConfidenceSequence, BetaMixture)) and not looks:
+        if sequence.n_max != n_max or sequence.spent() > Fraction(alpha):
+            raise ArgumentError("sequence", f"sequence: {sequence.name} ends at n={sequence.n_max} and spends "
+                                            f"{float(sequence.spent())!r}; this call has n_max={n_max}, alpha={alpha!r}")
+        return sequence
+    sequence = check_sequence(sequence)
     if sequence == "mixture":
         return BetaMixture.create(n_max, alpha, **looks)
     if sequence == "cp-union":

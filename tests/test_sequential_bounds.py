@@ -291,3 +291,19 @@ def test_mixture_certifies_early_and_like_fixed_n():
         mix = norm.ppf(cs.lower(np.array([s]), k)[0])
         fixed = norm.ppf(clopper_pearson_lower(np.array([s]), 100_000, 0.001)[0])
         assert fixed - 0.06 < mix < fixed
+
+
+def test_a_built_sequence_with_other_looks_is_accepted_when_it_fits():
+    from smoothcert.smoothing import Smooth
+    from test_sequential import Halfspace, inputs
+    mine = BetaMixture.create(3000, 0.01, step=1000)
+    assert confidence_sequence(mine, 3000, 0.01) is mine
+    for n_max, alpha in ((2000, 0.01), (3000, 0.005)):
+        with pytest.raises(ArgumentError) as e:
+            confidence_sequence(mine, n_max, alpha)
+        assert e.value.arg == "sequence"
+    xs, _ = inputs([0.3, 2.0], 2)
+    _, _, used = Smooth(Halfspace(), 2, 0.5, seed=1).certify_sequential_batch(xs, 20, 3000, 0.01, 1000,
+                                                                              radii=[0.0, 0.25], sequence=mine)
+    assert set(used.tolist()) <= {1000, 2000, 3000}
+
