@@ -21,7 +21,12 @@ The model for sigma 1.0 has no committed checkpoint, so sigma 1.0 is reported as
 
 The committed results: grid and single at both sigmas on all 500 images (sigma 0.5 grid in two
 processes, --images 300 and --start 300), wallclock with --wallclock-images 10, nogrid with
---nogrid-images 40 (results/sequential/run*.log are the console logs).
+--nogrid-images 40 (results/sequential/run*.log are the console logs) -- the second release's
+logs gauss-sigma{s}.{mode}.tsv; since issue 26 a run logs to gauss-sigma{s}.{mode}.{sequence}.tsv
+(``--sequence``): single radius at both sigmas on all 500 images and grid at sigma 0.25 on the
+first 100 (--images 100) with mixture and with today's cp-geometric. Today's cp-geometric
+reproduces the second release's single-radius logs exactly, but not its grid log (9018 against
+6492 mean samples on the same first 100 images, same seeds; not explained here).
 
 ``--bernoulli`` (issue 26): expected estimation samples on Bernoulli(pA) streams, no model. Cells:
 pA in {0.7, 0.99, 0.999, 0.9999} x target radius 0.5 / 0.8 / 0.9 of the true radius
@@ -64,7 +69,7 @@ import torch
 from smoothcert.analysis import parse_radii
 from smoothcert.data import get_dataset
 from smoothcert.logs import atomic_write_bytes
-from smoothcert.sequential import SEQUENCES
+from smoothcert.sequential import DEFAULT_SEQUENCE, SEQUENCES
 from smoothcert.runs import load_model
 from smoothcert.smoothing import Smooth
 
@@ -100,10 +105,12 @@ def settings(sigma: float, mode: str, args) -> tuple[np.ndarray | None, float | 
     return None, 0.01 * sigma, args.nogrid_images
 
 
-def log_path(sigma: float, mode: str, sequence: str) -> Path:
-    """The log of one mode: gauss-sigma{s}.{mode}.tsv for cp-geometric (the sequence these logs were
-    first written with), gauss-sigma{s}.{mode}.{sequence}.tsv for the others."""
-    return OUT / f"gauss-sigma{sigma}.{mode}{'' if sequence == 'cp-geometric' else '.' + sequence}.tsv"
+def log_path(sigma: float, mode: str, sequence: str | None) -> Path:
+    """The log of one mode and confidence sequence: gauss-sigma{s}.{mode}.{sequence}.tsv;
+    sequence None: gauss-sigma{s}.{mode}.tsv, the second release's committed logs (cp-geometric
+    as its rule stood on 2026-11-22, commit e397a71: today's cp-geometric draws other samples and
+    stops at other looks, so it is run again under its own name)."""
+    return OUT / f"gauss-sigma{sigma}.{mode}{'' if sequence is None else '.' + sequence}.tsv"
 
 
 def run(sigma: float, mode: str, args) -> None:
@@ -119,7 +126,8 @@ def run(sigma: float, mode: str, args) -> None:
     count = count if args.images is None else min(count, args.images)
     indices = list(range(0, len(dataset), SKIP))[args.start:count]
     OUT.mkdir(parents=True, exist_ok=True)
-    path = log_path(sigma, mode, args.sequence)
+    sequence = args.sequence or DEFAULT_SEQUENCE
+    path = log_path(sigma, mode, sequence)
     columns = COLUMNS + (["fixed_predict", "fixed_radius", "fixed_time"] if mode == "wallclock" else [])
     done = set(int(v) for v in read_log(path)["idx"]) if path.is_file() and path.stat().st_size > 0 else set()
     if not done:
@@ -141,7 +149,7 @@ def run(sigma: float, mode: str, args) -> None:
             gen = torch.Generator().manual_seed(SEED * STRIDE + idx[0])
             t0 = time.perf_counter()
             preds, rads, used = smooth.certify_sequential_batch(xs, N0, N_MAX, ALPHA, args.batch, radii, tol, gen,
-                                                                sequence=args.sequence)
+                                                                sequence=sequence)
             per = (time.perf_counter() - t0) / len(idx)
             for j, i in enumerate(idx):
                 p, r = int(preds[j]), float(rads[j])
@@ -171,7 +179,7 @@ def report() -> None:
             continue
         fixed = read_log(FIXED / f"gauss-sigma{sigma}.tsv")
         md += [f"## sigma = {sigma}", ""]
-        for mode, sequence in [(m, s) for m in ("grid", "single", "nogrid", "wallclock") for s in SEQUENCES]:
+        for mode, sequence in [(m, s) for m in ("grid", "single", "nogrid", "wallclock") for s in (*SEQUENCES, None)]:
             path = log_path(sigma, mode, sequence)
             if not path.is_file():
                 continue
@@ -181,10 +189,11 @@ def report() -> None:
                 continue
             ref = {k: v[np.isin(fixed["idx"], seq["idx"])] for k, v in fixed.items()}
             mean_n = float(seq["n_used"].mean())
-            e = {"sequence": sequence, "images": m, "mean_samples": mean_n, "ratio": N_MAX / mean_n}
-            label = f"{mode}, {sequence}"
+            e = {"sequence": sequence or "cp-geometric (second release, e397a71)", "images": m, "mean_samples": mean_n,
+                 "ratio": N_MAX / mean_n}
+            label = f"{mode}, {e['sequence']}"
             today = log_path(sigma, mode, "cp-geometric")
-            if sequence != "cp-geometric" and today.is_file():
+            if sequence not in ("cp-geometric", None) and today.is_file():
                 old = read_log(today)
                 same = np.isin(old["idx"], seq["idx"])
                 if same.sum() == m:
@@ -215,11 +224,11 @@ def report() -> None:
                 tf, ts = float(seq["fixed_time"].sum()), float(seq["time"].sum())
                 e.update(fixed_seconds=tf, sequential_seconds=ts, wallclock_ratio=tf / ts,
                          sample_ratio=N_MAX / mean_n)
-                md += [f"**wall clock, {sequence}** (first {m} images, both rules in one process, grid radii, "
+                md += [f"**wall clock, {e['sequence']}** (first {m} images, both rules in one process, grid radii, "
                        "1 thread): "
                        f"fixed N {tf:.1f} s, sequential {ts:.1f} s: {tf / ts:.1f}x faster "
                        f"(sample ratio {N_MAX / mean_n:.1f}x)", ""]
-            entry[mode if sequence == "cp-geometric" else f"{mode}.{sequence}"] = e
+            entry[mode if sequence is None else f"{mode}.{sequence}"] = e
     OUT.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(OUT / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     atomic_write_bytes(OUT / "summary.md", ("\n".join(md) + "\n").encode())
@@ -430,9 +439,9 @@ def main() -> None:
     ap.add_argument("--start", type=int, default=0,
                     help="skip the first START of those images (a second process can take a later range; "
                          "lines are appended whole)")
-    ap.add_argument("--sequence", choices=SEQUENCES, default="cp-geometric",
-                    help="the confidence sequence (default: cp-geometric, the sequence of the committed logs; "
-                         "others log to gauss-sigma{s}.{mode}.{sequence}.tsv)")
+    ap.add_argument("--sequence", choices=SEQUENCES, default=None,
+                    help="the confidence sequence, logged to gauss-sigma{s}.{mode}.{sequence}.tsv (default: the "
+                         "library's; the unsuffixed logs are the second release's)")
     ap.add_argument("--report", action="store_true")
     ap.add_argument("--bernoulli", action="store_true", help="expected samples on Bernoulli streams (issue 26)")
     ap.add_argument("--streams", type=int, default=300, help="--bernoulli: streams a cell")
