@@ -101,20 +101,8 @@ def plot_certified_accuracy(logs: Sequence[LogLike], out: str | os.PathLike, lab
                             dpi: int = 200, allow_mixed: bool = False) -> Path:
     """Write ``certified_accuracy_figure(logs, labels, envelope, max_radius, title, allow_mixed)``
     to ``out`` (.png at ``dpi``, .pdf or .svg; atomically; nothing clipped). Returns ``out``."""
-    out = Path(out)
-    fmt = out.suffix.lower().lstrip(".")
-    if fmt not in FIGURE_FORMATS:
-        raise ArgumentError("out", f"out must end in {', '.join('.' + f for f in FIGURE_FORMATS)}, got {str(out)!r}")
-    check_output("out", out)
-    fig = certified_accuracy_figure(logs, labels, envelope, max_radius, title, allow_mixed)
-    buf = io.BytesIO()
-    metadata = {"CreationDate": None} if fmt == "pdf" else {"Date": None} if fmt == "svg" else {}
-    try:
-        fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight", pad_inches=0.05, metadata=metadata)
-    finally:
-        plt.close(fig)
-    atomic_write_bytes(out, buf.getvalue())
-    return out
+    out = _check_figure_out(out)
+    return _save(certified_accuracy_figure(logs, labels, envelope, max_radius, title, allow_mixed), out, dpi)
 
 
 def pa_figure(logs: Sequence[LogLike], labels: Sequence[str] | None = None, title: str | None = None,
@@ -170,6 +158,8 @@ def pa_figure(logs: Sequence[LogLike], labels: Sequence[str] | None = None, titl
 
 
 def _save(fig: Figure, out: str | os.PathLike, dpi: int) -> Path:
+    """Write ``fig`` to ``out`` atomically (format from the suffix; no timestamps, so reruns give
+    identical files) and close it."""
     out = Path(out)
     fmt = out.suffix.lower().lstrip(".")
     buf = io.BytesIO()
@@ -183,6 +173,7 @@ def _save(fig: Figure, out: str | os.PathLike, dpi: int) -> Path:
 
 
 def _check_figure_out(out: str | os.PathLike) -> Path:
+    """``out`` as a Path, checked before any drawing: a known figure suffix, a writable folder."""
     out = Path(out)
     if out.suffix.lower().lstrip(".") not in FIGURE_FORMATS:
         raise ArgumentError("out", f"out must end in {', '.join('.' + f for f in FIGURE_FORMATS)}, got {str(out)!r}")
