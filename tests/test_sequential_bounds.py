@@ -19,6 +19,7 @@ from smoothcert.noise import GaussianNoise
 from smoothcert.sequential import (SEQUENCES, BetaMixture, ConfidenceSequence, StoppingRule, alpha_spending,
                                    confidence_sequence, dense_looks, log_mixture, look_schedule, union_spending)
 from smoothcert.validation import ArgumentError
+from tests.test_sequential import simulate
 
 ALPHA = 0.1
 N_MAX = 2000
@@ -28,25 +29,6 @@ def not_above(count: int, trials: int, alpha: float, significance: float = 1e-3)
     """False only if ``count`` events in ``trials`` are significantly more than alpha allows
     (one-sided binomial test at ``significance``)."""
     return binom.sf(count - 1, trials, alpha) > significance
-
-
-def simulate(rule: StoppingRule, p: float, trials: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``rule`` on ``trials`` Bernoulli(p) streams: (radius at stop, -inf for abstain; samples)."""
-    rng = np.random.default_rng(seed)
-    nA = np.zeros(trials, dtype=np.int64)
-    radius = np.full(trials, -np.inf)
-    used = np.zeros(trials, dtype=np.int64)
-    running = np.arange(trials)
-    prev = 0
-    for k, n_k in enumerate(rule.cs.looks):
-        nA[running] += rng.binomial(int(n_k) - prev, p, size=running.size)
-        prev = int(n_k)
-        used[running] = prev
-        stop, radius[running] = rule.step(nA[running], k)
-        running = running[~stop]
-        if running.size == 0:
-            break
-    return radius, used
 
 
 # -- the alpha accounting --------------------------------------------------------------------------
