@@ -13,6 +13,14 @@ n_used time``; resumable: rerunning skips logged indices):
 * ``wallclock``: fixed-N ``certify_batch`` and sequential grid certification of the first
   --wallclock-images images, both timed in this process (rows carry the two times).
 
+``--wallclock-packed`` (issue 26, with --sigma): the first --wallclock-images images at the single
+radius, timed in this process three ways -- fixed N (``certify_batch``, one image a call), sequential
+one image at a time (``certify_sequential_batch``), and sequential packed across images
+(``procedures.certify_sequential_packed``, a pool of --pool images filling each forward batch of
+--batch rows) -- each image with its own generator seeded by (0, idx), so the two sequential runs
+must agree row for row (checked); writes wallclock-packed.sigma{s}.json (times, samples, the
+wall-clock speed-ups over fixed N against the sample ratio, os.getloadavg()).
+
 ``--report`` writes summary.json and summary.md (tables side by side, os.getloadavg() recorded).
 The model for sigma 1.0 has no committed checkpoint, so sigma 1.0 is reported as missing.
 
@@ -159,6 +167,63 @@ def run(sigma: float, mode: str, args) -> None:
             log.flush()
             print(f"sigma {sigma} {mode}: {start + len(idx)}/{len(todo)} of this run "
                   f"load {os.getloadavg()[0]:.2f}", flush=True)
+
+
+def wallclock_packed(sigma: float, args) -> None:
+    """Fixed N, sequential one image at a time and sequential packed, timed on the same images."""
+    from smoothcert.procedures import certify_sequential_packed
+    from smoothcert.seeding import derive_seed
+
+    torch.set_num_threads(args.threads)
+    ckpt = RUNS / f"gauss-sigma{sigma}"
+    if not (ckpt / "checkpoint.pt").is_file():
+        print(f"sigma {sigma}: no checkpoint under {ckpt}; skipped")
+        return
+    model, _ = load_model(ckpt)
+    dataset = get_dataset("mnist", "test", args.data_root)
+    smooth = Smooth(model, 10, sigma)
+    radii = np.array([SINGLE_RADIUS[sigma]])
+    sequence = args.sequence or DEFAULT_SEQUENCE
+    print(f"sigma {sigma}: {args.wallclock_images} images, fixed N, sequential, packed (pool {args.pool})", flush=True)
+    indices = list(range(0, len(dataset), SKIP))[: args.wallclock_images]
+    xs = {i: dataset[i][0] for i in indices}
+    labels = {i: int(dataset[i][1]) for i in indices}
+    gen = lambda i: torch.Generator().manual_seed(derive_seed(SEED, i))  # noqa: E731
+    smooth.certify_batch(xs[indices[0]][None], 10, args.batch * 2, ALPHA, args.batch, gen(0))  # probe the chunk once
+    t0 = time.perf_counter()
+    fixed = {i: smooth.certify_batch(xs[i][None], N0, N_MAX, ALPHA, args.batch, gen(i)) for i in indices}
+    t_fixed = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    single = {}
+    for i in indices:
+        p, r, u = smooth.certify_sequential_batch(xs[i][None], N0, N_MAX, ALPHA, args.batch, radii, None, gen(i),
+                                                  sequence=sequence)
+        single[i] = (int(p), float(r), int(u))
+    t_single = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    packed = {r.key: (r.pred, r.radius, r.n_used) for r in certify_sequential_packed(
+        smooth.sampler, ((i, xs[i], gen(i)) for i in indices), N0, N_MAX, ALPHA, args.batch, radii,
+        pool=args.pool, sequence=sequence)}
+    t_packed = time.perf_counter() - t0
+    samples_fixed = len(indices) * (N0 + N_MAX)
+    samples_seq = sum(N0 + u for _, _, u in single.values())
+    sample_ratio = samples_fixed / samples_seq
+    out = {"sigma": sigma, "radius": float(radii[0]), "images": len(indices), "batch": args.batch, "pool": args.pool,
+           "sequence": sequence, "threads": args.threads, "loadavg": os.getloadavg()[0],
+           "agree": int(sum(single[i] == packed[i] for i in indices)),
+           "certified_fixed": int(sum(int(fixed[i][0]) == labels[i] and float(fixed[i][1]) >= float(radii[0])
+                                      for i in indices)),
+           "certified_sequential": int(sum(p == labels[i] and r >= float(radii[0]) for i, (p, r, _) in single.items())),
+           "seconds": {"fixed": t_fixed, "sequential": t_single, "packed": t_packed},
+           "samples": {"fixed": samples_fixed, "sequential": samples_seq},
+           "sample_ratio": sample_ratio,
+           "speedup": {"sequential": t_fixed / t_single, "packed": t_fixed / t_packed},
+           "speedup_over_sample_ratio": {"sequential": t_fixed / t_single / sample_ratio,
+                                         "packed": t_fixed / t_packed / sample_ratio}}
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"wallclock-packed.sigma{sigma}.json"
+    atomic_write_bytes(path, (json.dumps(out, indent=1) + "\n").encode())
+    print(json.dumps(out, indent=1))
 
 
 def certified_accuracy(log: dict[str, np.ndarray], radii: np.ndarray) -> list[float]:
@@ -443,6 +508,9 @@ def main() -> None:
                     help="the confidence sequence, logged to gauss-sigma{s}.{mode}.{sequence}.tsv (default: the "
                          "library's; the unsuffixed logs are the second release's)")
     ap.add_argument("--report", action="store_true")
+    ap.add_argument("--wallclock-packed", action="store_true",
+                    help="with --sigma: fixed N, sequential and sequential packed across images, timed (issue 26)")
+    ap.add_argument("--pool", type=int, default=64, help="--wallclock-packed: images active at once")
     ap.add_argument("--bernoulli", action="store_true", help="expected samples on Bernoulli streams (issue 26)")
     ap.add_argument("--streams", type=int, default=300, help="--bernoulli: streams a cell")
     ap.add_argument("--seed", type=int, default=0, help="--bernoulli: the seed of the streams")
@@ -460,6 +528,11 @@ def main() -> None:
         return
     if args.report:
         report()
+        return
+    if args.wallclock_packed:
+        if args.sigma is None:
+            ap.error("--wallclock-packed needs --sigma")
+        wallclock_packed(args.sigma, args)
         return
     if args.sigma is None or args.mode is None:
         ap.error("--sigma and --mode are required unless --report")

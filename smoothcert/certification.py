@@ -15,6 +15,8 @@ lock, resume, metadata, settings check, seed and torchrun split. Here:
   ``pack`` > 1, ``pack`` consecutive inputs share one call (their samples share forward
   batches) and one generator seeded by (seed, first idx of the pack): reruns and resumes are
   still identical, but results then depend on the packing (and on the number of ranks).
+  A sequential run with ``pool`` packs across inputs instead (``certify_dataset``): each input
+  keeps its own generator seeded by (seed, idx), so its rows are those of the unpacked run.
 * The metadata ``<out>.meta.json`` records the model (its run directory and training config
   when it came from ``load_model``; always a SHA-256 of its weights), the dataset and split,
   the settings under ``"certify"`` / ``"predict"`` (sigma, noise, N0, N, alpha, pack, the
@@ -27,17 +29,19 @@ from __future__ import annotations
 import inspect
 import os
 from dataclasses import replace
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 
 from .data import ImageDataset
 from .logs import CERTIFY_COLUMNS, COUNT_COLUMNS, PREDICT_COLUMNS, floor_decimal, read_rows, resume_columns
-from .runs.logged import LoggedJob, RunReport, Selection, meta_path, read_meta, run_job
+from .procedures import PackedResult, certify_sequential_packed
+from .runs.logged import LoggedJob, RunReport, Selection, derived_seed, meta_path, read_meta, run_job
 from .runs.loading import model_fingerprint, provenance
 from .configs import CertifyConfig
 from .sequential import DEFAULT_SEQUENCE, check_sequence
+from .sampling import Sampler
 from .smoothing import Smooth
 from .validation import ArgumentError, check_alpha, check_int
 
@@ -149,7 +153,8 @@ def certify_dataset(
     (see the module doc) with the settings ``config`` (a ``CertifyConfig``; also the fourth
     positional argument: ``certify_dataset(smooth, ds, out, config)``), or given as keywords --
     ``n0=100, n=100_000, alpha=0.001, batch_size=1000`` (also positionally, in this order),
-    ``selection``, ``seed``, ``pack``, ``norm``, ``bound``, ``sequential``, ``radii``, ``tol`` --;
+    ``selection``, ``seed``, ``pack``, ``norm``, ``bound``, ``sequential``, ``radii``, ``tol``,
+    ``pool`` --;
     keywords given with a config change it, and keywords that are not CertifyConfig fields are
     options of the Smooth call (recorded in the settings). ``pack`` inputs share each call to
     ``Smooth.certify_batch`` (their samples share forward batches), which keeps a large device
@@ -161,7 +166,26 @@ def certify_dataset(
     or the tolerance ``tol``, and the confidence sequence ``sequence`` (an option of that call,
     default ``sequential.DEFAULT_SEQUENCE``, always recorded; a log from before it was an option
     resumes only with ``sequence="cp-geometric"``); the log gets one more trailing column
-    ``n_used`` (estimation samples drawn) and the report counts the samples actually drawn."""
+    ``n_used`` (estimation samples drawn) and the report counts the samples actually drawn.
+
+    ``pool=P`` (sequential only, ``pack`` 1; ``procedures.certify_sequential_packed``): a pool of
+    up to P active inputs whose samples fill each forward batch of ``batch_size`` rows (split
+    across the active inputs by what each still needs up to its next look; an input that stops
+    frees its rows for the next input of the selection), so that the wall clock follows the
+    samples. *Validity is unaffected*: the looks of each input are its confidence sequence's
+    look schedule, fixed in advance, and the draws it sees are i.i.d. noise from its generator
+    whatever batch they share, so every input's statistics are exactly the stopping rule's.
+    *What a seeded rerun reproduces*: input idx draws from its own generator seeded by (seed,
+    idx) (``seeding.derive_seed``, as with ``pack`` 1), in the same blocks of ``batch_size`` rows
+    as when certified alone, so its noise does not depend on the packing, the order in which
+    inputs join the pool, the pool size or a resume: a rerun with the same seed, selection and
+    ``batch_size`` writes the same log as the unpooled run, and a resume from a partial log (the
+    pool starts from the first unlogged idx; finished rows are buffered and written in idx
+    order, so a kill loses only the buffered rows, recomputed identically) writes what an
+    uninterrupted run writes -- up to the float rounding of a forward pass in another batch,
+    which can break an exact tie of logits differently. ``pool`` is recorded, not checked (speed
+    only); the ``time`` column is each input's share of the wall clock (each forward batch's time
+    split by the rows it drew)."""
     config = _certify_config(args, config, settings)  # every argument is checked before any file is touched
     sequential = config.sequential
     options = config.call_options()
@@ -209,9 +233,44 @@ def certify_dataset(
         return [[int(p), floor_decimal(float(r), RADIUS_PLACES), int(int(p) == y), int(u)]
                 for p, r, y, u in zip(pred, radius, ys.tolist(), used.tolist())]
 
+    def pooled(indices: list[int], data: Any, seed: int,
+               device: torch.device) -> Iterator[tuple[int, int, list[Any], float]]:
+        """The pool (``procedures.certify_sequential_packed``): input idx draws from a generator
+        seeded by (seed, idx), as with pack 1; finished rows are buffered and given in selection order."""
+        labels: dict[int, int] = {}
+
+        def inputs() -> Iterator[tuple[int, torch.Tensor, torch.Generator]]:
+            for i in indices:
+                x, y = data[i]
+                try:
+                    x = smooth.sampler.batch(torch.as_tensor(x)[None].to(device), "xs")[0]
+                except ArgumentError as e:  # a bad input: name it by its dataset index
+                    if getattr(e, "index", None) is None:
+                        raise
+                    raise ArgumentError("dataset", f"dataset: input idx {i} has non-finite values (NaN or inf); "
+                                                   "no certificate is given for it") from None
+                labels[i] = int(y)
+                yield i, x, torch.Generator(device=device).manual_seed(derived_seed(seed, i))
+
+        finished: dict[int, PackedResult] = {}
+        pos = 0
+        for result in certify_sequential_packed(smooth.sampler, inputs(), n0, n, alpha, batch_size, radii,
+                                                config.tol, pool=config.pool, **options):
+            finished[result.key] = result
+            while pos < len(indices) and indices[pos] in finished:
+                r = finished.pop(indices[pos])
+                y = labels.pop(r.key)
+                pos += 1
+                drawn[0] += n0 + r.n_used
+                yield r.key, y, [r.pred, floor_decimal(r.radius, RADIUS_PLACES), int(r.pred == y), r.n_used], r.seconds
+
+    if config.pool is not None and not isinstance(getattr(smooth, "sampler", None), Sampler):
+        raise ArgumentError("pool", f"pool: the pool runs on Smooth's sampler, which {type(smooth).__name__} "
+                                    "does not have; leave pool out")
     job = LoggedJob(key="certify", columns=columns, work=step,
                     settings=settings, recorded={**recorded, **config.recorded()}, selection=config.selection,
-                    per_batch=config.pack, samples_per_input=0 if sequential else n0 + n, names=_NAMES, meta=source)
+                    per_batch=config.pack, samples_per_input=0 if sequential else n0 + n, names=_NAMES, meta=source,
+                    stream=pooled if config.pool is not None else None)
     report = run_job(job, dataset, out, device=smooth.device, seed=config.seed, progress=progress)
     return replace(report, samples=drawn[0]) if sequential else report
 

@@ -175,7 +175,7 @@ class TrainConfig:
 # certify metadata keys -> CertifyConfig fields; and the keys the smoothed classifier adds
 _META_FIELDS = {"N0": "n0", "N": "n", "alpha": "alpha", "batch": "batch_size", "norm": "norm", "bound": "bound",
                 "sequential": "sequential", "radii": "radii", "tol": "tol", "pack": "pack", "noise": "noise",
-                "sigma": "sigma"}
+                "sigma": "sigma", "pool": "pool"}
 _CLASSIFIER_KEYS = ("model_sha256", "amp", "channels_last")
 
 
@@ -190,7 +190,10 @@ class CertifyConfig:
     ``norm`` (None: the noise's natural norm) and ``bound`` (``noise.BOUNDS``), checked for the
     noise by ``Smooth.check_options``; ``sequential`` with its grid ``radii`` or tolerance ``tol``;
     ``selection`` and ``seed`` (None: 0 on a fresh log, the recorded one on a resume); ``pack``
-    inputs per call; ``options``: further keyword options of ``Smooth.certify_batch`` /
+    inputs per call; ``pool`` (sequential only, with ``pack`` 1): up to ``pool`` active inputs
+    whose samples fill each forward batch, each from its own generator, so the rows are those of
+    the unpooled run (recorded, not checked: speed only; ``certify_dataset``); ``options``:
+    further keyword options of ``Smooth.certify_batch`` /
     ``certify_sequential_batch``. ``noise`` and ``sigma`` describe the smoothed classifier (the
     metadata records them): None takes the classifier's, a value must be the classifier's.
     """
@@ -207,6 +210,7 @@ class CertifyConfig:
     selection: Selection = Selection()
     seed: int | None = None
     pack: int = 1
+    pool: int | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     noise: str | None = None
     sigma: float | None = None
@@ -216,6 +220,13 @@ class CertifyConfig:
             _set(self, name, check_int(name, getattr(self, name), 1))
         _set(self, "alpha", check_alpha(self.alpha))
         _set(self, "pack", check_int("pack", self.pack, 1))
+        if self.pool is not None:
+            _set(self, "pool", check_int("pool", self.pool, 1))
+            if not self.sequential:
+                raise ArgumentError("pool", "pool needs sequential=True (a pool of inputs at their own looks)")
+            if self.pack != 1:
+                raise ArgumentError("pool", f"pool: the pool packs inputs itself, each with its own generator; "
+                                            f"leave pack at 1 (got pack={self.pack})")
         if not isinstance(self.selection, Selection):
             raise ArgumentError("selection", f"selection must be a Selection, got {type(self.selection).__name__}")
         self.selection.indices(0)  # checks skip and max_count
@@ -262,8 +273,9 @@ class CertifyConfig:
         return {**given, **self.options}
 
     def recorded(self) -> dict[str, Any]:
-        """The recorded-only settings (not checked on resume) this config gives: the noise block."""
-        return {"batch": self.batch_size}
+        """The recorded-only settings (not checked on resume) this config gives: the noise block,
+        and the pool where there is one (speed only: the rows are those of the unpooled run)."""
+        return {"batch": self.batch_size, **({"pool": self.pool} if self.pool is not None else {})}
 
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any], **changes: Any) -> "CertifyConfig":

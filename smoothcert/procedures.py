@@ -16,6 +16,9 @@ formula. ``certificate`` is CERTIFY's last step (counts -> class and radius) and
                          with probability at most alpha.
 ``certify_sequential``   CERTIFY whose estimation stops once the certificate cannot improve; the
                          bound on pA is a confidence sequence, so the guarantee is the same.
+``certify_sequential_packed``  ``certify_sequential`` over a stream of inputs whose samples
+                         fill each forward batch (a pool of active inputs, each with its own
+                         generator and its own looks).
 ``predict_sequential``   PREDICT tested at a schedule of looks with an anytime-valid test.
 =======================  =========================================================================
 
@@ -23,13 +26,15 @@ All return (B,) tensors with ``ABSTAIN`` (-1) where they abstain (radius 0).
 """
 from __future__ import annotations
 
-from typing import Sequence
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from .noise import Noise, check_bound
-from .sampling import Sampler
+from .sampling import NoiseStream, Sampler
 from .sequential import DEFAULT_SEQUENCE, StoppingRule, confidence_sequence
 from .stats import abstain_test_pvalue, clopper_pearson_lower, clopper_pearson_upper
 from .validation import ArgumentError, check_alpha, check_int
@@ -215,6 +220,157 @@ def certify_sequential(
     return torch.from_numpy(pred), torch.from_numpy(radius.astype(np.float64)), torch.from_numpy(n_used)
 
 
+@dataclass
+class _Active:
+    """An input of the pool: its stream, the round it is in (-1: selection), what it still needs."""
+
+    key: Any
+    x: torch.Tensor
+    stream: NoiseStream
+    look: int = -1
+    need: int = 0
+    votes: np.ndarray | None = None  # selection counts
+    cA: int = 0
+    nA: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class PackedResult:
+    """One input's outcome in ``certify_sequential_packed``: its ``key``, prediction (``ABSTAIN``
+    where abstained), radius (0 there), estimation samples ``n_used`` and its share of the wall
+    clock ``seconds`` (each forward batch's time split by the rows it drew)."""
+
+    key: Any
+    pred: int
+    radius: float
+    n_used: int
+    seconds: float
+
+
+def certify_sequential_packed(
+    sampler: Sampler,
+    inputs: Iterable[tuple[Any, torch.Tensor, torch.Generator | None]],
+    n0: int,
+    n_max: int,
+    alpha: float,
+    batch_size: int,
+    radii: Sequence[float] | np.ndarray | None = None,
+    tol: float | None = None,
+    *,
+    pool: int = 256,
+    norm: str | None = None,
+    bound: str = "one-sided",
+    sequence: str = DEFAULT_SEQUENCE,
+) -> Iterator[PackedResult]:
+    """``certify_sequential`` for a stream of inputs packed into full forward batches: yields a
+    ``PackedResult`` per input of ``inputs`` (``(key, x, generator)``, x of shape (C, H, W)) as
+    each one stops, in the order they stop.
+
+    A pool of at most ``pool`` active inputs shares each forward batch of ``batch_size`` rows
+    (``max_batch`` rows if the sampler has a smaller one): the rows go to the active inputs in
+    the order they joined, each getting what it still needs up to its next look (its n0
+    selection samples first, then the estimation samples up to each look of the confidence
+    sequence), and new inputs join (pulled from ``inputs`` lazily) while the pool has room and
+    the active inputs need fewer rows than a batch holds; an input that stops frees its rows for
+    the next one. So the forward batches are full while enough inputs are active, whatever the
+    looks.
+
+    *The statistics are each input's own.* An input is looked at exactly at the looks of its
+    stopping rule (``sequential.StoppingRule``: selection on n0 samples, then the confidence
+    sequence's looks, fixed in advance), with the counts of its own samples; the other inputs of
+    a batch change when its samples are drawn, not which or how many are examined at each
+    look. Its draws are i.i.d. noise from ``generator`` whatever batch they share
+    (``sampling.NoiseStream``), so the guarantee of ``certify_sequential`` holds for every input
+    unchanged: with probability >= 1 - alpha its radius is certified.
+
+    *Reproducibility.* An input's noise comes from its own ``generator``, drawn in the blocks
+    ``certify_sequential`` draws for that input alone (one round per look, ``batch_size`` rows a
+    block), so its samples -- and its decision -- are those of ``certify_sequential(sampler,
+    x[None], ..., generator)`` whatever ``pool``, the other inputs and their order (up to the
+    float rounding of a forward pass in another batch, which can break an exact tie of logits
+    differently). With ``generator`` None every input draws from the sampler's default
+    generator, and its noise then depends on the order of the inputs and the pool.
+    """
+    n0 = check_int("n0", n0, 1)
+    n_max = check_int("n_max", n_max, 1)
+    alpha = check_alpha(alpha)
+    batch_size = check_int("batch_size", batch_size, 1)
+    pool = check_int("pool", pool, 1)
+    norm, bound = check_options(sampler.noise, norm, bound, None, sequential=True)
+    cs = confidence_sequence(sequence, n_max, alpha)
+    looks = [int(n) for n in cs.looks]
+    rule: StoppingRule | None = None
+    source = iter(inputs)
+    active: list[_Active] = []
+    exhausted = False
+    rows_per_batch = 0
+    while True:
+        while not exhausted and len(active) < pool and (not active or sum(a.need for a in active) < rows_per_batch):
+            try:
+                key, x, generator = next(source)
+            except StopIteration:
+                exhausted = True
+                break
+            x = sampler.batch(x, "x", single=True)[0]
+            if rule is None:
+                dim = int(x.numel())
+                norm, bound = check_options(sampler.noise, norm, bound, dim, sequential=True)
+                rule = StoppingRule(sampler.noise, cs, radii, tol, norm, dim)
+            stream = sampler.stream(x, batch_size, generator)
+            rows_per_batch = stream.block
+            stream.start(n0)
+            active.append(_Active(key, x, stream, need=n0, votes=np.zeros(sampler.num_classes, dtype=np.int64)))
+        if not active:
+            return
+        t0 = time.perf_counter()
+        served, rows, left = [], [], rows_per_batch
+        for a in active:  # in the order they joined
+            k = min(a.need, left)
+            if k:
+                served.append(a)
+                rows.append(k)
+                left -= k
+            if not left:
+                break
+        counts = sampler.counts_rows(torch.stack([a.x for a in served]), rows, [a.stream for a in served],
+                                     batch_size).numpy()
+        at_look: dict[int, list[_Active]] = {}
+        for a, k, c in zip(served, rows, counts):
+            a.need -= k
+            if a.look < 0:
+                a.votes += c
+            else:
+                a.nA += int(c[a.cA])
+            if a.need == 0:
+                if a.look < 0:  # selection done: the top class, then the first look's samples
+                    a.cA = int(np.argmax(a.votes))
+                    a.look, a.need = 0, looks[0]
+                    a.stream.start(a.need)
+                else:
+                    at_look.setdefault(a.look, []).append(a)
+        finished: list[tuple[_Active, float]] = []
+        for k, group in at_look.items():  # the looks: vectorised over the inputs at the same look
+            stop, radius = rule.step(np.array([a.nA for a in group], dtype=np.int64), k)
+            for a, s, r in zip(group, stop, radius):
+                if s:
+                    finished.append((a, float(r)))
+                else:
+                    a.look += 1
+                    a.need = looks[a.look] - looks[a.look - 1]
+                    a.stream.start(a.need)
+        dt = time.perf_counter() - t0
+        total = sum(rows)
+        for a, k in zip(served, rows):
+            a.seconds += dt * k / total
+        done = {id(a) for a, _ in finished}
+        active = [a for a in active if id(a) not in done]
+        for a, r in finished:
+            certified = r > -np.inf
+            yield PackedResult(a.key, a.cA if certified else ABSTAIN, max(r, 0.0) if certified else 0.0,
+                               looks[a.look], a.seconds)
+
+
 def predict_sequential(
     sampler: Sampler,
     xs: torch.Tensor,
@@ -270,5 +426,5 @@ def predict_sequential(
     return torch.from_numpy(pred), torch.from_numpy(n_used)
 
 
-__all__ = ["ABSTAIN", "certificate", "certify", "certify_sequential", "check_options", "predict",
-           "predict_sequential"]
+__all__ = ["ABSTAIN", "PackedResult", "certificate", "certify", "certify_sequential", "certify_sequential_packed",
+           "check_options", "predict", "predict_sequential"]

@@ -12,6 +12,11 @@ once, ``inference.probe_chunk_size``) and the memory cap (``inference.memory_cap
 ``batch`` checks inputs and ``counts`` is the one counting call that CERTIFY, PREDICT
 (``smoothcert.procedures``), their sequential forms and the training methods that need vote
 counts go through.
+
+Sequential certification packed across inputs (``procedures.certify_sequential_packed``) fills
+each forward batch with the rows of several inputs at their own looks: ``NoiseStream`` draws one
+input's noise from its own generator in the blocks ``draw_counts`` would draw for it alone, and
+``draw_counts_rows`` runs one forward batch over such rows; ``draw_counts`` is unchanged.
 """
 from __future__ import annotations
 
@@ -172,6 +177,119 @@ def draw_counts(
     return counts
 
 
+class NoiseStream:
+    """One input's noise drawn from its own ``generator``, in the layout ``draw_counts`` gives a
+    single input: each call's worth of ``num`` rows (a *round*, ``start``) is drawn in blocks of
+    ``block`` rows (one ``noise.sample_`` call per block, the last one of a round shorter), so
+    the rows an input sees are those of ``draw_counts(model, x[None], num, ..., block,
+    generator)`` called once per round, however ``take`` cuts them across forward batches (the
+    rest of a block cut by a batch is kept for the next ``take``)."""
+
+    def __init__(self, noise: Noise, shape: tuple, device: torch.device, dtype: torch.dtype, block: int,
+                 generator: torch.Generator | None) -> None:
+        self.noise, self.shape, self.device, self.dtype = noise, tuple(shape), device, dtype
+        self.block = check_int("block", block, 1)
+        self.generator = generator
+        self.undrawn = 0  # rows of the round not drawn yet
+        self.left = 0  # rows of the round not taken yet
+        self._rest: torch.Tensor | None = None  # drawn, not taken (the end of a cut block)
+
+    def start(self, num: int) -> None:
+        """Begin a round of ``num`` rows (the previous one must be taken in full)."""
+        assert self.left == 0 and self._rest is None, "NoiseStream: a round was left unfinished"
+        self.undrawn = self.left = check_int("num", num, 1)
+
+    def take(self, out: torch.Tensor) -> None:
+        """Fill ``out`` (k rows, k <= the rows left in the round) with the next k rows."""
+        k = out.shape[0]
+        assert 0 < k <= self.left, f"NoiseStream: {k} rows asked, {self.left} left in the round"
+        pos = 0
+        if self._rest is not None:
+            m = min(k, self._rest.shape[0])
+            out[:m].copy_(self._rest[:m])
+            self._rest = self._rest[m:] if m < self._rest.shape[0] else None
+            pos = m
+        while pos < k:
+            size = min(self.block, self.undrawn)
+            self.undrawn -= size
+            if k - pos >= size:  # the whole block goes into this batch: draw it in place
+                self.noise.sample_(out[pos:pos + size], self.generator)
+                pos += size
+            else:  # cut by the batch: draw it whole, keep its end
+                buf = self.noise.sample_(torch.empty((size, *self.shape), device=self.device, dtype=self.dtype),
+                                         self.generator)
+                out[pos:k].copy_(buf[: k - pos])
+                self._rest = buf[k - pos:]
+                pos = k
+        self.left -= k
+
+
+def draw_counts_rows(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    xs: torch.Tensor,
+    rows: list[int],
+    streams: list["NoiseStream"],
+    num_classes: int,
+    *,
+    chunk_size: int | None = None,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    buffer: Workspace | None = None,
+) -> torch.Tensor:
+    """Vote counts of f over ``rows[i]`` noisy copies of input ``xs[i]`` whose noise comes from
+    ``streams[i]`` (each input's own generator, ``NoiseStream``): a (B, num_classes) int64 tensor
+    on the host. The sum(rows) samples make one forward batch (run in chunks of ``chunk_size``
+    rows, default all: speed only), laid out input-major as in ``draw_counts``, and the counts come
+back on the host (the batch's one host sync). What each input
+    draws depends on its stream alone, not on the other inputs of the batch. This is the
+    sampler of sequential certification packed across inputs
+    (``procedures.certify_sequential_packed``); ``draw_counts`` stays the one loop of every
+    other call (its seeded noise stream is unchanged)."""
+    if xs.dim() < 2 or xs.shape[0] != len(rows) or len(rows) != len(streams):
+        raise ValueError(f"xs, rows and streams must describe the same inputs: {tuple(xs.shape)}, {len(rows)}, "
+                         f"{len(streams)}")
+    num_classes = check_int("num_classes", num_classes, 2)
+    rows = [check_int("rows", r, 1) for r in rows]
+    B, shape, device = xs.shape[0], tuple(xs.shape[1:]), xs.device
+    total = sum(rows)
+    chunk = total if chunk_size is None else min(check_int("chunk_size", chunk_size, 1), total)
+    buffer = Workspace() if buffer is None else buffer
+    noise_buf = buffer.get("noise", total, shape, device, xs.dtype)
+    transpose = channels_last and len(shape) == 3 and shape[0] > 1
+    batch_buf = buffer.get("batch", chunk, shape, device, xs.dtype, torch.channels_last) if transpose else None
+    starts = [0]
+    for r in rows:
+        starts.append(starts[-1] + r)
+    owner = torch.repeat_interleave(torch.arange(B, device=device), torch.tensor(rows, device=device))
+    counts = torch.zeros(B * num_classes, dtype=torch.long, device=device)
+    nonfinite = torch.zeros((), dtype=torch.long, device=device)
+    autocast = (
+        torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+    )
+    with torch.inference_mode(), autocast:
+        for i, stream in enumerate(streams):  # the noise: from each input's own stream
+            stream.take(noise_buf[starts[i]:starts[i + 1]])
+        for start in range(0, total, chunk):
+            stop = min(start + chunk, total)
+            eps = noise_buf[start:stop]
+            batch = batch_buf[: stop - start] if transpose else eps
+            for i in range(B):
+                a, b = max(start, starts[i]), min(stop, starts[i + 1])
+                if a < b:
+                    torch.add(eps[a - start:b - start], xs[i], out=batch[a - start:b - start])
+            logits = model(batch)
+            _check_logits(logits, stop - start, num_classes)
+            nonfinite += (~torch.isfinite(logits)).any(1).sum()
+            counts += torch.bincount(owner[start:stop] * num_classes + logits.argmax(1), minlength=B * num_classes)
+    host = torch.cat([nonfinite.view(1), counts]).cpu()  # the one host sync of the batch
+    if int(host[0]):
+        raise ValueError(f"the model returned non-finite logits (NaN or inf) for {int(host[0])} noisy samples: "
+                         "they cannot vote for a class")
+    counts = host[1:].view(B, num_classes)
+    assert counts.sum(1).tolist() == rows, "sampler bug: counts do not sum to the rows drawn"
+    return counts
+
+
 class Sampler:
     """Vote counts of ``base_classifier`` (a model mapping (B, C, H, W) in pixel space to
     (B, num_classes) logits) under ``noise`` (a name from ``noise.NOISES`` at ``sigma``, or a
@@ -293,6 +411,29 @@ class Sampler:
                                               f"{self.device}: use a smaller batch_size (CLI: --batch, or --max-batch auto)"
                                 ) from exc
 
+    def stream(self, x: torch.Tensor, batch_size: int, generator: torch.Generator | None = None) -> NoiseStream:
+        """A ``NoiseStream`` for the input ``x`` (C, H, W) of a ``batch`` (on the model's device):
+        noise blocks of ``batch_size`` rows (or ``max_batch``, if smaller) as ``counts`` draws
+        them, from ``generator`` (default: this sampler's)."""
+        block, _ = self._chunk(x[None], 1, check_int("batch_size", batch_size, 1))
+        return NoiseStream(self.noise, tuple(x.shape), x.device, x.dtype, block,
+                           generator if generator is not None else self.generator)
+
+    def counts_rows(self, xs: torch.Tensor, rows: list[int], streams: list[NoiseStream],
+                    batch_size: int) -> torch.Tensor:
+        """``draw_counts_rows`` with this sampler's model, buffers and forward chunk (probed as for
+        ``counts`` with the noise block ``batch_size``): (B, num_classes) counts on the host over
+        ``rows[i]`` samples of ``xs[i]`` from ``streams[i]``, sum(rows) <= batch_size rows in all."""
+        try:
+            _, chunk = self._chunk(xs, max(sum(rows) // max(xs.shape[0], 1), 1), check_int("batch_size", batch_size, 1))
+            return draw_counts_rows(self.model, xs, rows, streams, self.num_classes, chunk_size=chunk,
+                                    amp_dtype=self.amp_dtype, channels_last=self.channels_last,
+                                    buffer=self.workspace)
+        except torch.OutOfMemoryError as exc:
+            raise ArgumentError("batch_size", f"batch_size={batch_size}: the forward pass ran out of memory on "
+                                              f"{self.device}: use a smaller batch_size (CLI: --batch, or --max-batch auto)"
+                                ) from exc
+
     def _chunk(self, xs: torch.Tensor, num: int, block: int) -> tuple[int, int]:
         """(noise block, forward chunk) for a call: the chunk is probed once per (block, cap,
         shape, dtype) and cached."""
@@ -320,4 +461,4 @@ class Sampler:
         return block, self.chunks[key]
 
 
-__all__ = ["Sampler", "Workspace", "draw_counts", "model_device", "model_dtype"]
+__all__ = ["NoiseStream", "Sampler", "Workspace", "draw_counts", "draw_counts_rows", "model_device", "model_dtype"]

@@ -195,6 +195,11 @@ _alpha_option = click.option("--alpha", type=float, default=0.001, show_default=
 @click.option("--tol", type=float, default=None,
               help="With --sequential and no --radii: stop once the samples left cannot raise the radius by "
                    "more than TOL.  [default: 0.01 sigma]")
+@click.option("--pool", type=int, default=None,
+              help="With --sequential: keep up to POOL inputs active at once, their samples filling each forward "
+                   "batch of --batch rows (an input that stops frees its rows for the next). Each input draws "
+                   "from its own generator seeded by (--seed, idx), so the log is the one without --pool; speed "
+                   "only (recorded, not checked on resume). Needs --pack 1.")
 @click.option("--sequence", type=click.Choice(SEQUENCES), default=None,
               help="With --sequential: the anytime-valid confidence sequence for pA (smoothcert.sequential): "
                    "mixture (one-sided Beta mixture, valid at every n), cp-union (Clopper-Pearson, union bound, "
@@ -206,7 +211,7 @@ def certify(model: ModelSource, dataset: str | None, data_root: str | None, spli
             max_count: int | None, shard: str | None, out: Path, seed: int | None, pack: int, device: str | None,
             amp: str, channels_last: bool, compile_model: bool,
             quiet: bool, n0: int, n: int, norm: str | None, bound: str, sequential: bool, radii_spec: str | None,
-            tol: float | None, sequence: str | None) -> None:
+            tol: float | None, sequence: str | None, pool: int | None) -> None:
     """Certify the smoothed classifier on a dataset split (CERTIFY of Cohen et al., 2019).
 
     MODEL is a run directory written by `smoothcert train` or a checkpoint file (the reference
@@ -226,7 +231,7 @@ def certify(model: ModelSource, dataset: str | None, data_root: str | None, spli
     chosen = selection(skip, max_count, shard)  # a bad --shard before anything is loaded
     radii = None
     for flag, given in (("--radii", radii_spec is not None), ("--tol", tol is not None),
-                        ("--sequence", sequence is not None)):
+                        ("--sequence", sequence is not None), ("--pool", pool is not None)):
         if given and not sequential:
             raise click.BadParameter("needs --sequential", param_hint=flag)
     if radii_spec is not None:
@@ -236,6 +241,11 @@ def certify(model: ModelSource, dataset: str | None, data_root: str | None, spli
             raise click.BadParameter(str(e).splitlines()[0], param_hint="--radii") from None
     if tol is not None:
         check_float("tol", tol, 0.0, lo_open=True)
+    if pool is not None:
+        check_int("pool", pool, 1)
+        if pack != 1:
+            raise click.BadParameter(f"the pool packs inputs itself (each with its own generator): leave --pack at 1, "
+                                     f"got --pack {pack}", param_hint="--pool")
     smooth, ds = _prepare(model, dataset, data_root, split, sigma, noise, alpha, batch, device, amp, channels_last,
                           compile_model, out, denoiser)
     norm, bound = smooth.check_options(norm, bound)  # --norm/--bound for this noise, before the log is created
@@ -243,7 +253,8 @@ def certify(model: ModelSource, dataset: str | None, data_root: str | None, spli
                              selection=chosen, seed=seed, pack=pack,
                              progress=not quiet, norm=norm, bound=bound,
                              sequential=sequential, radii=radii, tol=tol,
-                             **({"sequence": sequence or DEFAULT_SEQUENCE} if sequential else {}))
+                             **({"sequence": sequence or DEFAULT_SEQUENCE} if sequential else {}),
+                             **({"pool": pool} if pool is not None else {}))
     if not quiet and report.rank == 0:
         click.echo(run_summary(report))
 

@@ -49,7 +49,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -64,6 +64,9 @@ from ..validation import ArgumentError, check_int
 
 # a batch's work: (indices, xs, labels, generator) -> one row tail (the columns between label and time) per input
 Step = Callable[[list[int], torch.Tensor, torch.Tensor, torch.Generator], list[list[Any]]]
+# the work over all inputs at once (a pool across inputs): (indices, dataset, seed, device) -> for each
+# index in that order (idx, label, row tail, seconds)
+Stream = Callable[[list[int], Any, int, torch.device], Iterator[tuple[int, int, list[Any], float]]]
 
 
 def derived_seed(seed: int, index: int) -> int:
@@ -296,6 +299,10 @@ class LoggedJob:
     * ``selection`` (recorded, checked on resume) and ``indices``, the inputs to process
       (default: ``selection.indices(len(dataset))``; a caller may choose them otherwise, e.g. the
       certified rows of a certify log), ``per_batch`` at a time.
+    * ``stream`` (instead of batches of ``work``): the work over all the inputs left at once,
+      for work that does not go batch by batch (sequential certification's pool across inputs):
+      (indices, dataset, seed, device) -> an iterator of (idx, label, row tail, seconds) for each
+      index in the order given; the runner writes each row as it comes (``per_batch`` must be 1).
     * ``samples_per_input``: noise samples per input, for the report's samples/s (0: none);
       ``meta``: the caller's provenance fields of the metadata (the runner's own keys win).
     """
@@ -312,6 +319,7 @@ class LoggedJob:
     names: Mapping[str, str] = field(default_factory=dict)
     meta: Mapping[str, Any] | None = None
     kind: str = ""
+    stream: Stream | None = None
 
     @property
     def description(self) -> str:
@@ -412,6 +420,16 @@ def run_job(job: LoggedJob, dataset: Any, out: str | os.PathLike, *, device: tor
         try:
             with Progress(sum(map(len, batches)), out.name if ranks.world == 1 else f"{out.name} rank {ranks.rank}",
                           "input", enabled=progress) as bar:
+                if job.stream is not None:  # the inputs left, in selection order, as one stream
+                    if per_batch != 1:
+                        raise ValueError("a LoggedJob with a stream takes per_batch=1")
+                    for i, y, tail, dt in job.stream([b[0] for b in batches], dataset, seed, device):
+                        cut = len(tail) - trailing
+                        log.write([i, y, *tail[:cut], round(dt, 4), *tail[cut:]])
+                        written += 1
+                        work += dt
+                        bar.update(1)
+                    batches = []
                 for b in batches:
                     xs = torch.stack([dataset[i][0] for i in b]).to(device)
                     ys = torch.tensor([int(dataset[i][1]) for i in b], device=device)
@@ -466,5 +484,5 @@ def run_job(job: LoggedJob, dataset: Any, out: str | os.PathLike, *, device: tor
                 ranks.close()
 
 
-__all__ = ["LoggedJob", "RunReport", "SEED_STRIDE", "Selection", "Step", "check_resume", "derived_seed", "meta_path",
-           "read_meta", "run_job", "run_logged"]
+__all__ = ["LoggedJob", "RunReport", "SEED_STRIDE", "Selection", "Step", "Stream", "check_resume", "derived_seed",
+           "meta_path", "read_meta", "run_job", "run_logged"]
