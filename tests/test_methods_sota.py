@@ -350,7 +350,7 @@ def test_trainer_passes_each_training_input_index_once_per_epoch():
     trainer = Trainer(create_model("digits_cnn", 10, 1, 8), meth, epochs=1)
     batches = Batches(ds, 64, train=True, limit=200)
     trainer.train_epoch(batches.epoch(0, with_index=True), len(batches), 0)
-    assert sorted(meth.seen) == list(range(200))[: len(meth.seen)] or len(set(meth.seen)) == len(meth.seen)
+    assert len(set(meth.seen)) == len(meth.seen)  # each input once
     assert set(meth.seen) <= set(range(200)) and len(meth.seen) >= 192  # a last batch of < 2 inputs is dropped
     x, y, idx = next(iter(batches.epoch(0, with_index=True)))
     torch.testing.assert_close(x, ds.x[idx])
