@@ -407,8 +407,7 @@ def test_catrs_trains_from_the_cli_with_a_gauss_prior_and_resumes(runner, tmp_pa
     assert r.exit_code == 0, r.output
     cfg = (tmp_path / "c" / "config.json").read_text()
     assert '"prior_fingerprint"' in cfg and '"prior_n": 4' in cfg
-    r = runner.invoke(main, [*args, *quick[:0], "--epochs", "2", "--quiet", "--max-train-samples", "96",
-                             "--max-test-samples", "32", "--batch-size", "32", "--resume"])
+    r = runner.invoke(main, [*args, "--epochs", "2", *quick[2:], "--resume"])
     assert r.exit_code == 0, r.output
     assert len((tmp_path / "c" / "train_log.tsv").read_text().splitlines()) == 3
 
