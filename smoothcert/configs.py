@@ -22,6 +22,7 @@ the config from the keywords.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from .sequential import check_radii
 from .validation import ArgumentError, check_alpha, check_float, check_int
 
 SCHEDULES = ("step", "cosine")
+OPTIMIZERS = ("sgd", "adam")
 
 
 def _set(obj: Any, name: str, value: Any) -> None:
@@ -85,7 +87,10 @@ class TrainConfig:
     ``momentum``, ``weight_decay``, the ``schedule`` (step: x ``lr_gamma`` every ``lr_step_size``
     epochs; cosine), ``seed`` (any integer in [0, 2**63 - 1]), ``amp``, ``channels_last`` (speed
     only; a resume may change it). The data: ``data_root`` (resolved to an absolute path),
-    ``max_train_samples`` / ``max_test_samples`` (the first N inputs of a split).
+    ``max_train_samples`` / ``max_test_samples`` (the first N inputs of a split). ``init``: a run
+    directory or checkpoint of the same arch whose weights a fresh run starts from (fine-tuning,
+    e.g. Salman et al.'s stability denoiser from an MSE one); config.json records the path and
+    ``init_fingerprint``, the SHA-256 of those weights; a resume continues from its own checkpoint.
     ``download`` and ``num_workers`` change how the data are read, not what is computed: they
     are not recorded in config.json.
     """
@@ -97,6 +102,7 @@ class TrainConfig:
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)
     epochs: int = 90
     batch_size: int = 256
+    optimizer: str = "sgd"
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -109,17 +115,20 @@ class TrainConfig:
     data_root: str | None = None
     max_train_samples: int | None = None
     max_test_samples: int | None = None
+    init: str | None = None
     download: bool = False
     num_workers: int = 0
 
     # the settings config.json records (under these names); the others are how data are read
     RECORDED = ("dataset", "data_root", "arch", "model_kwargs", "method", "method_params", "epochs", "batch_size",
-                "lr", "momentum", "weight_decay", "schedule", "lr_step_size", "lr_gamma", "seed", "amp",
-                "channels_last", "max_train_samples", "max_test_samples")
+                "optimizer", "lr", "momentum", "weight_decay", "schedule", "lr_step_size", "lr_gamma", "seed", "amp",
+                "channels_last", "max_train_samples", "max_test_samples", "init")
 
     def __post_init__(self) -> None:
         _set(self, "epochs", check_int("epochs", self.epochs, 1))
         _set(self, "batch_size", check_int("batch_size", self.batch_size, 1))
+        if self.optimizer not in OPTIMIZERS:
+            raise ArgumentError("optimizer", f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         _set(self, "lr", check_float("lr", self.lr, 0.0, lo_open=True))
         _set(self, "momentum", check_float("momentum", self.momentum, 0.0, 1.0, hi_open=True))
         _set(self, "weight_decay", check_float("weight_decay", self.weight_decay, 0.0))
@@ -135,6 +144,13 @@ class TrainConfig:
             if not Path(root).is_dir():
                 raise ArgumentError("data_root", f"data_root {root!r} does not exist")
             _set(self, "data_root", root)
+        if self.init is not None:
+            if not isinstance(self.init, (str, os.PathLike)) or not str(self.init):
+                raise ArgumentError("init", f"init must be a run directory or checkpoint, got {self.init!r}")
+            if not Path(self.init).exists():
+                raise ArgumentError("init", f"init {str(self.init)!r} does not exist (a run directory or checkpoint "
+                                            "whose weights the run starts from)")
+            _set(self, "init", str(self.init))
         _set(self, "num_workers", check_int("num_workers", self.num_workers, 0))
         _set(self, "dataset", _name("dataset", self.dataset))
         _set(self, "arch", _name("arch", self.arch, optional=True))
@@ -318,4 +334,4 @@ class CertifyConfig:
         return config.replace(**own) if own else config
 
 
-__all__ = ["CertifyConfig", "SCHEDULES", "TrainConfig"]
+__all__ = ["CertifyConfig", "OPTIMIZERS", "SCHEDULES", "TrainConfig"]

@@ -40,7 +40,8 @@ from .methods import Method, TrainContext, create_method
 from .noise import config_noise
 from .processes import ProcessGroup
 from .configs import SCHEDULES, TrainConfig
-from .runs.directory import FORMAT, RESUME_MAY_CHANGE, TRAIN_COLUMNS, TRAIN_LOG_NAME, RunDir, build_model
+from .runs.directory import (FORMAT, RESUME_MAY_CHANGE, TRAIN_COLUMNS, TRAIN_LOG_NAME, RunDir, build_model,
+                             load_weights, read_init_weights)
 from .tensorboard import EpochScalars, log_folder, writer_class
 from .trainer import Batches, EpochResult, NonFiniteLoss, Trainer, epoch_seed
 from .validation import ArgumentError
@@ -78,6 +79,10 @@ def configure(config: TrainConfig | None = None, *, world_size: int = 1, **setti
         "sigma": float(meth.params().get("sigma") or 0.0), "method_params": meth.params(),
         "train_augment": train_set.train_augment, "world_size": world_size,
     }))
+    if c.init is not None:
+        from .runs.loading import state_fingerprint
+
+        config_json["init_fingerprint"] = state_fingerprint(read_init_weights(c.init))
     return TrainSetup(config_json, meth, train_set, test_set, c)
 
 
@@ -173,6 +178,11 @@ def train(
         if ckpt is not None:
             trainer.load_state_dict(ckpt)
             start = int(ckpt["epoch"])
+        elif c.init is not None:  # a fresh run from the weights of another (before anything is written)
+            try:
+                load_weights(trainer.model, read_init_weights(c.init), f"init {c.init!r}", arch=config["arch"])
+            except ArgumentError as e:
+                raise ArgumentError("init", f"init: {str(e).partition(': ')[2]}") from None
         if rank == 0:
             run.prepare(config, ckpt)
         processes.barrier()

@@ -155,7 +155,12 @@ class Trainer:
                 find_unused_parameters=has_dual_bn(self.model))  # a dual-BN model leaves one branch unused per step
         else:
             self.net = self.model
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+        if config.optimizer == "adam":
+            self.optimizer: torch.optim.Optimizer = torch.optim.Adam(self.model.parameters(), lr=lr,
+                                                                     weight_decay=weight_decay)
+        else:  # "sgd" (TrainConfig checked the name against OPTIMIZERS)
+            self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=momentum,
+                                             weight_decay=weight_decay)
         if config.schedule == "step":
             self.scheduler: Any = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=config.lr_step_size,
                                                                   gamma=config.lr_gamma)

@@ -110,10 +110,12 @@ def test_the_cli_choices_are_the_librarys():
     from smoothcert.cli import names
     from smoothcert.models.dubin import NORMALIZATIONS as NORM_LAYERS
     from smoothcert.noise import BOUNDS, NOISES, NORMS
+    from smoothcert.configs import OPTIMIZERS
     from smoothcert.train import SCHEDULES
 
     assert names.NOISES == tuple(NOISES.names()) and names.CERT_NORMS == NORMS and names.BOUNDS == BOUNDS
     assert names.ATTACK_NORMS == ATTACK_NORMS and names.TABLE_FORMATS == FORMATS
     assert names.SCHEDULES == SCHEDULES and names.NORM_LAYERS == NORM_LAYERS
+    assert names.OPTIMIZERS == OPTIMIZERS
     from smoothcert.sequential import DEFAULT_SEQUENCE, SEQUENCES
     assert names.SEQUENCES == SEQUENCES and names.DEFAULT_SEQUENCE == DEFAULT_SEQUENCE

@@ -338,3 +338,95 @@ def test_imagenet_default_arch_is_registered_with_torchvision_names():
     keys = set(model.state_dict())
     assert {"1.conv1.weight", "1.layer1.0.downsample.0.weight", "1.layer4.2.bn3.running_var", "1.fc.bias"} <= keys
     assert model(torch.rand(1, 3, 64, 64)).shape == (1, 1000)
+
+
+# -- the optimiser and fine-tuning (--optimizer, --init) -------------------------------------------
+def test_adam_is_adam_and_resumes_bit_for_bit(tmp_path):
+    """optimizer="adam" steps with Adam (its exp_avg / exp_avg_sq state, not SGD's momentum buffer):
+    one Adam step from the same start moves a weight by about lr whatever its gradient's size,
+    so the two optimisers give other weights; a resume restores Adam's state."""
+    run = {**QUICK, "method": "gauss", "method_params": {"sigma": 0.25}, "lr": 1e-3}
+    adam = train(tmp_path / "adam", epochs=2, optimizer="adam", **run)
+    sgd = train(tmp_path / "sgd", epochs=2, **run)
+    assert state(adam)["config"]["optimizer"] == "adam" and state(sgd)["config"]["optimizer"] == "sgd"
+    assert {"exp_avg", "exp_avg_sq"} <= set(next(iter(state(adam)["optimizer"]["state"].values())))
+    assert "momentum_buffer" in next(iter(state(sgd)["optimizer"]["state"].values()))
+    a, s = state(adam)["state_dict"], state(sgd)["state_dict"]
+    assert not all(torch.equal(a[k], s[k]) for k in a)
+    part = train(tmp_path / "part", epochs=1, optimizer="adam", **run)
+    train(part, epochs=2, optimizer="adam", resume=True, **run)
+    assert all(torch.equal(a[k], state(part)["state_dict"][k]) for k in a)
+    with pytest.raises(ValueError, match=r"another config \(optimizer"):
+        train(part, epochs=3, optimizer="sgd", resume=True, **run)
+    with pytest.raises(ValueError, match="^optimizer must be one of sgd, adam"):
+        train(tmp_path / "bad", epochs=1, optimizer="rmsprop", **run)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_run_without_the_optimizer_key_resumes_as_sgd(tmp_path):
+    """Runs trained before ``optimizer`` was recorded were SGD runs: they resume with sgd and
+    are refused with adam."""
+    run = {**QUICK, "method": "gauss", "method_params": {"sigma": 0.25}}
+    r = train(tmp_path / "old", epochs=1, **run)
+    for name in ("config.json",):
+        cfg = json.loads((r / name).read_text())
+        del cfg["optimizer"], cfg["init"]
+        (r / name).write_text(json.dumps(cfg))
+    ckpt = state(r)
+    del ckpt["config"]["optimizer"], ckpt["config"]["init"]
+    torch.save(ckpt, r / "checkpoint.pt")
+    with pytest.raises(ValueError, match=r"another config \(optimizer is 'sgd' there, 'adam' here"):
+        train(r, epochs=2, optimizer="adam", resume=True, **run)
+    train(r, epochs=2, resume=True, **run)
+    assert state(r)["epoch"] == 2
+
+
+def test_init_starts_from_the_given_weights_and_records_them(tmp_path):
+    """A run with init starts from the init run's weights (with a vanishing lr it ends on them,
+    BatchNorm statistics aside, which the forward passes update); without init it starts from
+    its seed's initialisation. config.json records the path and the weights' fingerprint; an
+    init of another arch is one line naming init, and nothing is written."""
+    from smoothcert.runs.loading import model_fingerprint
+
+    run = {**QUICK, "method": "gauss", "method_params": {"sigma": 0.25}}
+    base = train(tmp_path / "base", epochs=1, seed=1, **run)
+    fine = train(tmp_path / "fine", epochs=1, init=str(base), lr=1e-12, momentum=0.0, weight_decay=0.0, **run)
+    fresh = train(tmp_path / "fresh", epochs=1, lr=1e-12, momentum=0.0, weight_decay=0.0, **run)
+    b, f, n = state(base)["state_dict"], state(fine)["state_dict"], state(fresh)["state_dict"]
+    weights = [k for k in b if "running" not in k and "num_batches" not in k]
+    assert all(torch.allclose(b[k], f[k], atol=1e-9) for k in weights)
+    assert not all(torch.allclose(b[k], n[k], atol=1e-3) for k in weights)
+    cfg = json.loads((fine / "config.json").read_text())
+    assert cfg["init"] == str(base)
+    assert cfg["init_fingerprint"] == model_fingerprint(load_model(base, "cpu")[0])
+    assert "init_fingerprint" not in json.loads((fresh / "config.json").read_text())
+    train(tmp_path / "ckpt", epochs=1, init=str(base / "checkpoint.pt"), **run)  # a checkpoint file works too
+    with pytest.raises(ValueError, match="^init: .* does not match arch"):
+        train(tmp_path / "other", epochs=1, init=str(base), arch="cifar_resnet20", **run)
+    assert not (tmp_path / "other").exists() or not any((tmp_path / "other").iterdir())
+    with pytest.raises(ValueError, match="^init .* does not exist"):
+        train(tmp_path / "none", epochs=1, init=str(tmp_path / "missing"), **run)
+    result = CliRunner().invoke(main, ["train", "--out", str(tmp_path / "cli"), "--dataset", "synthetic",
+                                       "--sigma", "0.25", "--epochs", "1", "--quiet", "--max-train-samples", "64",
+                                       "--max-test-samples", "64", "--batch-size", "32", "--optimizer", "adam",
+                                       "--lr", "0.001", "--init", str(base)])
+    assert result.exit_code == 0, result.output
+    cfg = json.loads((tmp_path / "cli" / "config.json").read_text())
+    assert cfg["optimizer"] == "adam" and cfg["init"] == str(base)
+
+
+def test_cli_model_kwargs_size_the_arch(tmp_path):
+    """train --model-kwargs JSON: the arch's constructor arguments (a DnCNN's depth and width),
+    recorded and used; a key the arch does not take is one line, exit 2, and nothing written."""
+    clf = train(tmp_path / "clf", method="gauss", method_params={"sigma": 0.0}, epochs=1, **QUICK)
+    args = ["train", "--dataset", "synthetic", "--method", "denoiser", "-p", f"classifier={clf}", "--sigma", "0.25",
+            "--epochs", "1", "--quiet", "--max-train-samples", "64", "--max-test-samples", "64", "--batch-size", "32"]
+    ok = CliRunner().invoke(main, args + ["--out", str(tmp_path / "d"), "--model-kwargs", '{"depth": 3, "width": 8}'])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads((tmp_path / "d" / "config.json").read_text())["model_kwargs"] == {"depth": 3, "width": 8,
+                                                                                        "norm": "bn"}
+    convs = [m for m in load_model(tmp_path / "d", "cpu")[0].denoiser.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 3 and convs[0].out_channels == 8
+    bad = CliRunner().invoke(main, args + ["--out", str(tmp_path / "e"), "--model-kwargs", '{"widht": 8}'])
+    assert bad.exit_code == 2 and "widht" in bad.output and "Traceback" not in bad.output
+    assert not (tmp_path / "e").exists() or not any((tmp_path / "e").iterdir())

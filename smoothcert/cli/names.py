@@ -9,6 +9,7 @@ BOUNDS = ("one-sided", "two-sided")  # smoothcert.noise.BOUNDS
 ATTACK_NORMS = ("linf", "l2")  # smoothcert.attacks.NORMS
 TABLE_FORMATS = ("md", "latex", "json", "csv")  # smoothcert.analysis.FORMATS
 SCHEDULES = ("step", "cosine")  # smoothcert.train.SCHEDULES
+OPTIMIZERS = ("sgd", "adam")  # smoothcert.configs.OPTIMIZERS
 NORM_LAYERS = ("bn", "dubn", "dubin")  # smoothcert.models.dubin.NORMALIZATIONS
 SEQUENCES = ("mixture", "cp-union", "cp-geometric")  # smoothcert.sequential.SEQUENCES
 DEFAULT_SEQUENCE = "mixture"  # smoothcert.sequential.DEFAULT_SEQUENCE

@@ -18,7 +18,7 @@ import click
 
 from . import main
 from .common import amp_option, channels_last_option, deprecated_option, device_option, resolve_device, user_errors
-from .names import NORM_LAYERS as NORMS, SCHEDULES
+from .names import NORM_LAYERS as NORMS, OPTIMIZERS, SCHEDULES
 
 # (flag, type, help): every method parameter the CLI knows; each goes to the methods that take it
 METHOD_FLAGS: list[tuple[str, Any, str]] = [
@@ -101,6 +101,8 @@ def _method_options(fn: Any) -> Any:
 @click.option("--arch", default=None, help="Model (default: the dataset's), e.g. lenet, cifar_resnet110, wrn.")
 @click.option("--norm-layers", "norm_layers", type=click.Choice(NORMS), default="bn", show_default=True,
               help="Normalisation layers: bn, or AugMax's dual BatchNorm dubn / dubin.")
+@click.option("--model-kwargs", default=None, metavar="JSON",
+              help="Keyword arguments of --arch as a JSON object, e.g. '{\"depth\": 17, \"width\": 64}' for dncnn.")
 @deprecated_option("--normalize", "norm_layers", "--norm-layers",
                    " (--normalize MEAN,STD is the input normalisation of certify's --model)", type=click.Choice(NORMS))
 @click.option("--method", default="gauss", show_default=True,
@@ -110,8 +112,10 @@ def _method_options(fn: Any) -> Any:
 @click.option("--epochs", type=int, default=90, show_default=True)
 @click.option("--batch-size", "batch_size", type=int, default=256, show_default=True,
               help="Global optimisation batch (over all torchrun processes).")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="sgd", show_default=True,
+              help="sgd (with --momentum) or adam.")
 @click.option("--lr", type=float, default=0.1, show_default=True)
-@click.option("--momentum", type=float, default=0.9, show_default=True)
+@click.option("--momentum", type=float, default=0.9, show_default=True, help="SGD momentum.")
 @click.option("--weight-decay", type=float, default=1e-4, show_default=True)
 @click.option("--schedule", type=click.Choice(SCHEDULES), default="step", show_default=True,
               help="step: lr x lr-gamma every lr-step-size epochs; cosine: to 0 over the epochs.")
@@ -130,16 +134,18 @@ def _method_options(fn: Any) -> Any:
 @click.option("--num-workers", type=int, default=0, show_default=True, help="DataLoader workers (image folders).")
 @click.option("--max-train-samples", type=int, default=None, help="Train on the first N inputs only.")
 @click.option("--max-test-samples", type=int, default=None, help="Evaluate on the first N test inputs only.")
+@click.option("--init", default=None, metavar="RUN",
+              help="Start from the weights of this run directory (or checkpoint) of the same arch: fine-tuning.")
 @click.option("--quiet", is_flag=True, help="No progress bar or epoch lines.")
 @click.option("--tensorboard", is_flag=True,
               help="Also write each epoch's loss, accuracies and lr for TensorBoard to OUT/tensorboard "
                    "(tensorboard --logdir OUT/tensorboard); needs the optional tensorboard package.")
 @user_errors
 def train(out: Path | None, dataset: str, data_root: str | None, download: bool,
-          arch: str | None, norm_layers: str, method: str, epochs: int, batch_size: int, lr: float, momentum: float,
+          arch: str | None, model_kwargs: str | None, norm_layers: str, method: str, epochs: int, batch_size: int, optimizer: str, lr: float, momentum: float,
           weight_decay: float, schedule: str, lr_step_size: int, lr_gamma: float, seed: int, device: str | None,
           amp: str, channels_last: bool, resume: bool, overwrite: bool, num_workers: int,
-          max_train_samples: int | None, max_test_samples: int | None, quiet: bool, tensorboard: bool,
+          max_train_samples: int | None, max_test_samples: int | None, init: str | None, quiet: bool, tensorboard: bool,
           **given: Any) -> None:
     """Train a base classifier into the run directory --out.
 
@@ -155,17 +161,19 @@ def train(out: Path | None, dataset: str, data_root: str | None, download: bool,
     """
     if out is None:
         raise click.UsageError("Missing option '--out' (the run directory to write).")
+    from ..models.external import parse_model_kwargs
     from ..train import NonFiniteLoss, train as train_run
 
     params = method_params(method, given, given.pop("param_items", ()))
     dev = resolve_device(device)
     try:
         train_run(out, dataset=dataset, arch=arch, method=method, method_params=params, epochs=epochs,
-                  batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay, schedule=schedule,
+                  batch_size=batch_size, optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay, schedule=schedule,
                   lr_step_size=lr_step_size, lr_gamma=lr_gamma, data_root=data_root, download=download, seed=seed,
                   device=dev, amp=amp == "auto", channels_last=channels_last, resume=resume, overwrite=overwrite,
-                  quiet=quiet, model_kwargs={"norm": norm_layers}, num_workers=num_workers,
-                  max_train_samples=max_train_samples, max_test_samples=max_test_samples, tensorboard=tensorboard)
+                  quiet=quiet, model_kwargs={**parse_model_kwargs(model_kwargs), "norm": norm_layers}, num_workers=num_workers,
+                  max_train_samples=max_train_samples, max_test_samples=max_test_samples, init=init,
+                  tensorboard=tensorboard)
     except NonFiniteLoss as e:
         raise click.ClickException(str(e)) from None
 

@@ -11,8 +11,8 @@ on the linear beta schedule from ``beta_start`` to ``beta_end`` over ``num_steps
 certifies a classifier through one-shot denoising with
 ``smoothcert certify CLASSIFIER_RUN --denoiser DDPM_RUN`` (``denoisers.loading``).
 
-The Trainer's optimiser is SGD with momentum (DDPMs are usually trained with Adam; pick the
-learning rate accordingly). ``classifier`` (optional, never trained) makes the logged test
+DDPMs are usually trained with Adam: ``optimizer="adam"`` (``--optimizer adam``), e.g. lr 1e-3
+for this small network (Ho et al.: 2e-4 for theirs). ``classifier`` (optional, never trained) makes the logged test
 accuracy meaningful: each epoch's noisy test accuracy is that of one-shot denoising at ``sigma``
 (also the default sigma to certify through this run at) in front of it; without it the
 logged test accuracy is nan and the training accuracy 0 (a DDPM classifies nothing).

@@ -12,8 +12,8 @@ D. With d ~ N(0, sigma^2 I) (or the run's ``noise``):
 * ``objective="stability"`` (Eq. 4): CE(F(D(x + d)), f(x)) with f(x) = argmax_c F(x)_c, the
   classifier's prediction on the clean image as the label (not the true label: the denoiser
   is trained to keep F's decisions). Salman et al. get their best numbers by training with MSE
-  first and then fine-tuning with stability ("Stab+MSE"); here the second run starts from
-  scratch (initialising from an MSE run is not done).
+  first and then fine-tuning with stability ("Stab+MSE"): train the stability run with
+  ``init`` = the MSE run (``train(..., init=MSE_RUN)``, ``smoothcert train --init MSE_RUN``).
 
 ``classifier`` (required) is the run directory (or checkpoint) of the classifier to be
 certified behind the denoiser; config.json records it as given together with its weights'

@@ -46,7 +46,10 @@ TRAIN_LOG_NAME = "train_log.tsv"
 FORMAT = "smoothcert-1"
 TRAIN_COLUMNS = ("epoch", "seconds", "lr", "train_loss", "train_acc", "test_acc_noisy")
 # config keys a resume may change: they do not change what is computed
-RESUME_MAY_CHANGE = ("epochs", "data_root", "smoothcert_version", "channels_last")
+RESUME_MAY_CHANGE = ("epochs", "data_root", "smoothcert_version", "channels_last", "init_fingerprint")
+# config keys added after the first release, with the value every run before them used: a run whose
+# config.json lacks one resumes as if it recorded that value
+ADDED_CONFIG_KEYS: dict[str, Any] = {"optimizer": "sgd", "init": None}
 
 
 # What a method computes in ``Method.setup`` before the first epoch (CAT-RS's smoothed confidences) may be
@@ -123,6 +126,16 @@ def load_weights(model: nn.Module, state_dict: Any, where: str, allowed_missing:
                                          f"{tuple(v.shape)}, the model expects {tuple(own[key].shape)}")
     model.load_state_dict(sd, strict=False)
     return model
+
+
+def read_init_weights(path: str | os.PathLike) -> Mapping[str, torch.Tensor]:
+    """The state dict a run starts from (``TrainConfig.init``): a run directory's checkpoint or a
+    checkpoint file; ArgumentError naming ``init`` otherwise."""
+    try:
+        p = Path(path)
+        return (RunDir(p).read_checkpoint() if p.is_dir() else read_checkpoint_file(p))["state_dict"]
+    except ArgumentError as e:
+        raise ArgumentError("init", f"init: {str(e).partition(': ')[2]}") from None
 
 
 class RunDir:
@@ -294,9 +307,10 @@ def compare_configs(old: dict[str, Any], new: dict[str, Any], out_dir: Path) -> 
     for key in sorted(set(old) | set(new)):
         if key in RESUME_MAY_CHANGE:
             continue
-        if old.get(key) != new.get(key):
+        was, now = old.get(key, ADDED_CONFIG_KEYS.get(key)), new.get(key, ADDED_CONFIG_KEYS.get(key))
+        if was != now:
             raise ArgumentError("out_dir", f"out_dir: {str(out_dir)!r} holds a run with another config ({key} is "
-                                           f"{old.get(key)!r} there, {new.get(key)!r} here); resume with the same "
+                                           f"{was!r} there, {now!r} here); resume with the same "
                                            "settings or use another folder")
     if new.get("schedule") == "cosine" and old.get("epochs") != new.get("epochs"):
         raise ArgumentError("out_dir", f"out_dir: {str(out_dir)!r} was trained with a cosine schedule over "
@@ -305,5 +319,5 @@ def compare_configs(old: dict[str, Any], new: dict[str, Any], out_dir: Path) -> 
 
 
 __all__ = ["CACHE_SUFFIX", "CHECKPOINT_NAME", "CONFIG_NAME", "FORMAT", "RESUME_MAY_CHANGE", "RunDir", "TRAIN_COLUMNS",
-           "TRAIN_LOG_NAME", "build_model", "compare_configs", "load_weights", "read_checkpoint_file",
+           "TRAIN_LOG_NAME", "build_model", "compare_configs", "load_weights", "read_checkpoint_file", "read_init_weights",
            "validate_config"]

@@ -44,8 +44,13 @@ def model_fingerprint(model: Any) -> str | None:
     for a plain callable: tells whether two runs used the same weights."""
     if not isinstance(model, nn.Module):
         return None
+    return state_fingerprint(model.state_dict())
+
+
+def state_fingerprint(state_dict: Any) -> str:
+    """``model_fingerprint`` of a state dict (a mapping of names to tensors)."""
     h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
+    for name, t in sorted(state_dict.items()):
         t = t.detach().to("cpu").contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
