@@ -126,12 +126,20 @@ def batch_size(method: str, sigma: float, protocol: str) -> int:
     return 256
 
 
-def run_name(method: str, sigma: float, m: int = 5, seed: int = SEED) -> str:
-    """``{method}[-m{m}]-sigma{sigma}[-seed{seed}]``: m only where it is not the default 5, the seed
-    only where it is not the default 0, so the names of earlier runs stay valid."""
+# runs that isolate the cause of a gap (``--variant``): changes to the protocol or the method's settings
+VARIANTS = {
+    "lbd5": dict(params={"lbd": 5.0}, why="lambda 5 ([SM]'s Consistency baseline at sigma 0.5 and 1.0) instead of 20"),
+    "long": dict(epochs=30, lr_step_size=10, why="30 epochs, lr x0.1 every 10 (10 epochs at lr 0.01 instead of 4; "
+                                                 "the full protocol has 30)"),
+}
+
+
+def run_name(method: str, sigma: float, m: int = 5, seed: int = SEED, variant: str | None = None) -> str:
+    """``{method}[-m{m}]-sigma{sigma}[-seed{seed}][-{variant}]``: m only where it is not the default
+    5, the seed only where it is not the default 0, so the names of earlier runs stay valid."""
     m_part = f"-m{m}" if method.startswith("maxup") and m != 5 else ""
     seed_part = f"-seed{seed}" if seed != SEED else ""
-    return f"{method}{m_part}-sigma{sigma}{seed_part}"
+    return f"{method}{m_part}-sigma{sigma}{seed_part}" + (f"-{variant}" if variant else "")
 
 
 def run_sigma(stem: str) -> float:
@@ -139,8 +147,9 @@ def run_sigma(stem: str) -> float:
 
 
 def run_one(protocol: str, method: str, sigma: float, args: argparse.Namespace) -> Path:
-    p = PROTOCOLS[protocol]
-    name = run_name(method, sigma, args.m, args.seed)
+    variant = VARIANTS.get(args.variant or "", {})
+    p = {**PROTOCOLS[protocol], **{k: variant[k] for k in ("epochs", "lr_step_size") if k in variant}}
+    name = run_name(method, sigma, args.m, args.seed, args.variant)
     run_dir = Path(args.runs_dir) / protocol / name
     done = run_dir / "checkpoint.pt"
     log = Path(args.out) / protocol / f"{name}.tsv"
@@ -151,7 +160,8 @@ def run_one(protocol: str, method: str, sigma: float, args: argparse.Namespace) 
         return log
     t0 = time.time()
     train(run_dir, dataset="mnist", data_root=args.data_root, arch="lenet", method=method,
-          method_params=method_params(method, sigma, protocol, args.m, args.runs_dir), epochs=p["epochs"],
+          method_params={**method_params(method, sigma, protocol, args.m, args.runs_dir), **variant.get("params", {})},
+          epochs=p["epochs"],
           batch_size=batch_size(method, sigma, protocol), lr=0.01,
           momentum=0.9, weight_decay=1e-4, schedule="step", lr_step_size=p["lr_step_size"], lr_gamma=0.1,
           seed=args.seed, channels_last=True, resume=done.is_file(), quiet=args.quiet)
@@ -263,9 +273,11 @@ def gauss_epoch(out: Path, protocol: str, stems) -> float:
 
 
 def step_costs(out: Path) -> dict[tuple[str, int], float]:
-    """(method, m) -> cost of one training step in gauss steps, from the newest run of
+    """(method, m) -> cost of one training epoch in gauss epochs (a step in gauss steps, times
+    256 / batch for the methods that step on smaller batches), from the newest run of
     ``mnist_train_cost.py`` in ``out/train_cost.jsonl`` (interleaved medians, one thread; m only
-    matters for maxup-gauss); empty if there is none."""
+    matters for maxup-gauss); empty if there is none. ``(method, -1)``: a method's one-off
+    setup (CAT-RS's p_b pass at our prior_n) in gauss epochs."""
     path = out / "train_cost.jsonl"
     if not path.is_file():
         return {}
@@ -275,20 +287,29 @@ def step_costs(out: Path) -> dict[tuple[str, int], float]:
         if rec.get("kind") == "env":
             costs = {}
         elif rec.get("kind") == "step":
-            costs[(rec["method"], int(rec["params"].get("m", 5)))] = float(rec["gauss_steps"])
+            costs[(rec["method"], int(rec["params"].get("m", 5)))] = float(rec.get("epoch_gauss_epochs",
+                                                                                   rec["gauss_steps"]))
+            if "setup_gauss_epochs" in rec:  # -1: at our prior_n; -2: at the published 10 000
+                costs[(rec["method"], -1)] = float(rec["setup_gauss_epochs"][str(CATRS_PRIOR_N)])
+                costs[(rec["method"], -2)] = float(rec["setup_gauss_epochs"]["10000"])
     return costs
 
 
-def training_cost(method: str, m: int, protocol: str, costs: dict[tuple[str, int], float]) -> float | None:
+def training_cost(method: str, m: int, protocol: str, costs: dict[tuple[str, int], float],
+                  epochs: int | None = None) -> float | None:
     """Training cost of a run in gauss epochs: its warm-up epochs (maxup-gauss trains plain gauss
-    steps until ``warmup_epochs``) at 1, every other epoch at the step cost ``costs[(method, m)]``
-    (``step_costs``); None if that step was not timed."""
+    steps until ``warmup_epochs``; SmoothMix trains Gaussian steps until ``warmup``; MACER's
+    deferred epochs have no radius term) at 1, every other epoch at the epoch cost
+    ``costs[(method, m)]`` (``step_costs``), plus a one-off setup (CAT-RS's p_b pass); None if that
+    step was not timed. ``epochs``: the protocol's unless given (CAT-RS's own 150)."""
     step = costs.get((method, m if method == "maxup-gauss" else 5))
     if step is None:
         return None
-    epochs = PROTOCOLS[protocol]["epochs"]
-    warm = method_params(method, 0.5, protocol, m).get("warmup_epochs", 0) if method == "maxup-gauss" else 0
-    return warm + (epochs - warm) * step
+    epochs = PROTOCOLS[protocol]["epochs"] if epochs is None else epochs
+    params = method_params(method, 0.5, protocol, m)
+    warm = {"maxup-gauss": params.get("warmup_epochs", 0), "smoothmix": params.get("warmup", 0),
+            "macer": params.get("deferred", 1) - 1}.get(method, 0)
+    return warm + (epochs - warm) * step + costs.get((method, -1), 0.0)
 
 
 def write_figure(figures: Path, name: str, logs: list, title: str, labels: list[str] | None = None) -> None:
@@ -551,6 +572,16 @@ def m_sweep(out: Path, figures: Path | None = None) -> tuple[list[str], dict]:
     return md, {"radii": [float(r) for r in radii], "rows": records}
 
 
+def full_cost(method: str, costs: dict[tuple[str, int], float]) -> float | None:
+    """The published run's training cost in gauss epochs on this CPU: the full protocol's 90
+    epochs (CAT-RS: its own 150, with p_b from 10 000 votes, as published) at our epoch costs."""
+    if method == "catrs":
+        step = costs.get(("catrs", 5))
+        setup = costs.get(("catrs", -2))
+        return None if step is None else 150 * step + (setup or 0.0)
+    return training_cost(method, 5, "full", costs)
+
+
 def sota_tables(out: Path, figures: Path | None = None) -> tuple[list[str], dict]:
     """Issue 24, per sigma: our scaled-protocol runs of the baseline table's methods (gauss, stability,
     Consistency, MACER, SmoothMix, CAT-RS; complete logs only) against our scaled gauss, and the published
@@ -566,13 +597,16 @@ def sota_tables(out: Path, figures: Path | None = None) -> tuple[list[str], dict
         ours = {m: read_log(p) for m, p in ours.items() if p.is_file() and read_log(p).n >= NUM_IMAGES}
         if "gauss" not in ours or len(ours) < 2:
             continue
+        costs = step_costs(out)
         entries = [{"label": f"{m} (ours, scaled)", "log": log,
-                    "s_epoch": float(np.mean(train_seconds(out, "scaled", run_name(m, sigma))))}
+                    "s_epoch": float(np.mean(train_seconds(out, "scaled", run_name(m, sigma)))),
+                    "cost": training_cost(m, 5, "scaled", costs)}
                    for m, log in ours.items()]
         rows, records = comparison_table(entries, ours["gauss"], radii)
         published = {prefix: load_log(paths[0]) for _, prefix in SOTA if (paths := pub.get((prefix, sigma)))}
+        method_of = {prefix: m for m, prefix in SOTA}
         p_entries = [{"label": f"{PUBLISHED_METHODS[prefix]} (published, full){PUBLISHED_NOTES.get(prefix, '')}",
-                      "log": log} for prefix, log in published.items()]
+                      "log": log, "cost": full_cost(method_of[prefix], costs)} for prefix, log in published.items()]
         p_rows, p_records = comparison_table(p_entries, published.get("cohen"), radii) if p_entries else ([], [])
         side = ["| method | ours (scaled): ACR - ACR(gauss) (paired SE) | published (full): ACR - ACR(Gaussian) "
                 "(paired SE) |", "|:---|---:|---:|"]
@@ -584,7 +618,16 @@ def sota_tables(out: Path, figures: Path | None = None) -> tuple[list[str], dict
                 continue
             cell = (lambda d: "" if d is None else f"{d[0]:+.3f} ({d[1]:.3f})")
             side.append(f"| {m} | {cell(a)} | {cell(b)} |")
-        md += [f"### sigma = {sigma}", "", "Ours, scaled protocol (12 epochs, N = 10 000):", "", *rows, "",
+        diag = [(m, v, read_log(path)) for m, _ in SOTA for v in VARIANTS
+                if (path := out / "scaled" / f"{run_name(m, sigma, variant=v)}.tsv").is_file()
+                and read_log(path).n >= NUM_IMAGES]
+        d_rows = []
+        if diag:
+            d_md, _ = comparison_table([{"label": f"{m} -{v}: {VARIANTS[v]['why']}", "log": lg} for m, v, lg in diag],
+                                       ours["gauss"], radii)
+            d_rows = ["Runs that isolate a gap (`--variant`; otherwise the scaled protocol and the published "
+                      "settings), against our scaled gauss:", "", *d_md, ""]
+        md += [f"### sigma = {sigma}", "", "Ours, scaled protocol (12 epochs, N = 10 000):", "", *rows, "", *d_rows,
                "Published logs, full protocol (90 epochs, N = 100 000), same images:", "", *p_rows, "",
                "Gain over each protocol's own Gaussian run:", "", *side, ""]
         data["sigmas"][str(sigma)] = {"ours": records, "published": p_records}
@@ -592,6 +635,30 @@ def sota_tables(out: Path, figures: Path | None = None) -> tuple[list[str], dict
             write_figure(figures, f"mnist_sota_sigma{sigma}.png", list(ours.values()),
                          f"MNIST, LeNet, scaled protocol, σ = {sigma}", labels=list(ours))
     return md, data
+
+
+def sota_cost_table(out: Path) -> list[str]:
+    """Issue 24's summary for comparison.md: per sigma and method of today's baseline table, our ACR
+    and gain over gauss (scaled protocol), the published log's ACR and gain (full protocol, the same
+    500 images), and both protocols' training cost in gauss epochs on this CPU (``sota_tables``)."""
+    _, data = sota_tables(out)
+    rows = ["| sigma | method | ours: ACR | ours: - gauss (paired SE) | ours: cost (gauss epochs, scaled) | "
+            "published: ACR | published: - Gaussian (paired SE) | published: cost (gauss epochs, full) |",
+            "|---:|:---|---:|---:|---:|---:|---:|---:|"]
+    for sigma, d in data["sigmas"].items():
+        ours = {r["label"].split(" (")[0]: r for r in d["ours"]}
+        pub = {r["label"].split(" (")[0]: r for r in d["published"]}
+        for m, prefix in SOTA:
+            o, p = ours.get(m), pub.get(PUBLISHED_METHODS[prefix])
+            if o is None and p is None:
+                continue
+            gain = (lambda r: "" if r is None or r["acr_minus_gauss"] is None else
+                    f"{r['acr_minus_gauss']['mean']:+.3f} ({r['acr_minus_gauss']['se']:.3f})")
+            num = (lambda r, k, f: "" if r is None or r.get(k) is None else f.format(r[k]))
+            rows.append(f"| {sigma} | {m} | {num(o, 'acr', '{:.3f}')} | {gain(o)} | "
+                        f"{num(o, 'cost_gauss_epochs', '{:.0f}')} | {num(p, 'acr', '{:.3f}')} | {gain(p)} | "
+                        f"{num(p, 'cost_gauss_epochs', '{:.0f}')} |")
+    return rows
 
 
 def write_comparison(out: Path, figures: Path) -> str:
@@ -605,7 +672,14 @@ def write_comparison(out: Path, figures: Path) -> str:
                       "", *spread, "", "## MaxUp+Gauss against m (training seed 0)", "",
                       "Where two or more m of a protocol and sigma are complete; paired differences on the same "
                       "500 images. Step cost: `train_cost.jsonl` (sigma 0.5; a step's cost does not depend on "
-                      "sigma).", "", *sweep, ""])
+                      "sigma).", "", *sweep, "",
+                      "## Today's training methods against their cost (issue 24)", "",
+                      "Ours: scaled protocol (12 epochs, N = 10 000); published: the authors' per-image logs "
+                      "(full protocol, 90 epochs, N = 100 000; CAT-RS 150 epochs), on the same 500 images. Cost: "
+                      "the protocol's epochs at each method's epoch cost in gauss epochs (`train_cost.jsonl`, "
+                      "interleaved, one thread; warm-up and deferred epochs at 1; CAT-RS adds its p_b pass, at "
+                      f"prior_n = {CATRS_PRIOR_N} for ours and 10 000 for the published run). SmoothAdv: the "
+                      "published log only. Details: `sota.md`.", "", *sota_cost_table(out), ""])
     atomic_write_bytes(out / "comparison.md", text.encode())
     atomic_write_bytes(out / "comparison.json", (json.dumps({"full": data, "seed_spread": spread_data,
                                                              "m_sweep": sweep_data}, indent=2)
@@ -709,6 +783,8 @@ def main() -> None:
     ap.add_argument("--m", type=int, default=5, help="maxup-gauss: copies per input (the run name gets -m{M} if not 5)")
     ap.add_argument("--seed", type=int, default=SEED, help="training seed (the run name gets -seed{S} if not 0)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads for this run (one per run)")
+    ap.add_argument("--variant", choices=sorted(VARIANTS), default=None,
+                    help="a run that isolates the cause of a gap (VARIANTS; the run name gets -{variant})")
     ap.add_argument("--reference", action="append", metavar="SIGMA=PATH",
                     help="a certify log of the literature's gauss model at SIGMA to compare with on the same images")
     args = ap.parse_args()
