@@ -221,7 +221,8 @@ def wallclock_packed(sigma: float, args) -> None:
            "speedup_over_sample_ratio": {"sequential": t_fixed / t_single / sample_ratio,
                                          "packed": t_fixed / t_packed / sample_ratio}}
     OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / f"wallclock-packed.sigma{sigma}.json"
+    images = "" if len(indices) == 20 else f".images{len(indices)}"  # 20: the name of the first run's file
+    path = OUT / f"wallclock-packed.sigma{sigma}{images}.json"
     atomic_write_bytes(path, (json.dumps(out, indent=1) + "\n").encode())
     print(json.dumps(out, indent=1))
 

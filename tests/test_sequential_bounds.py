@@ -289,3 +289,35 @@ def test_a_built_sequence_with_other_looks_is_accepted_when_it_fits():
                                                                               radii=[0.0, 0.25], sequence=mine)
     assert set(used.tolist()) <= {1000, 2000, 3000}
 
+
+
+def test_the_mixture_rule_stops_on_the_fixed_n_cp_upper_bound():
+    """The mixture's stopping rule judges what is still reachable with the fixed-n CP upper bound
+    at alpha (``stop_upper``), not the anytime mirror image (looser); the CP sequences use their
+    own U_k. A stream whose next grid level is out of reach by the CP bound but not by the mirror
+    image stops under the rule (and the certificate it returns is the current level)."""
+    from smoothcert.noise import get_noise
+    from smoothcert.sequential import ConfidenceSequence, StoppingRule
+    from smoothcert.stats import clopper_pearson_upper
+
+    cs = BetaMixture.create(100_000, 0.001)
+    s, k = np.array([9900, 9950, 10_000]), int(np.searchsorted(cs.looks, 10_000))
+    n = int(cs.looks[k])
+    s = np.minimum(s, n)
+    assert np.array_equal(cs.stop_upper(s, k), clopper_pearson_upper(s, n, 0.001))
+    assert np.all(cs.stop_upper(s[:2], k) < cs.upper(s[:2], k))  # the mirror image is looser
+    geo = ConfidenceSequence.create(100_000, 0.001)
+    assert np.array_equal(geo.stop_upper(np.array([50, 60]), 3), geo.upper(np.array([50, 60]), 3))
+    # sigma 1, grid {0, 2.5}: 2.5 needs pA_lower >= Phi(2.5) = 0.99379 at n_max; at pA_hat = 0.992 after
+    # ~10 000 samples the CP upper bound (0.9944) reaches only 0.9931 there, the mirror image (0.9956) 0.995
+    noise = get_noise("gaussian", 1.0)
+    radii = np.array([0.0, 2.5])
+    count = np.array([int(0.992 * n)])
+    stop, radius = StoppingRule(noise, cs, radii).step(count, k)
+    class Mirror(BetaMixture):  # the rule as it was: reach from the anytime upper bound
+        def stop_upper(self, nA, k):
+            return self.upper(nA, k)
+
+    mirror = Mirror(cs.looks, cs.alpha, cs.prior)
+    stop_mirror, _ = StoppingRule(noise, mirror, radii).step(count, k)
+    assert stop.tolist() == [True] and stop_mirror.tolist() == [False] and radius.tolist() == [0.0]
