@@ -44,7 +44,7 @@ from smoothcert.train import train
 SIGMAS = (0.25, 0.5)
 SKIP, NUM_IMAGES = 20, 100  # the first 100 of mnist_certify.py's 500 images (test indices 0, 20, ..., 1980)
 N0, N, ALPHA = 100, 2_000, 0.001
-RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)
+RADII = {0.25: (0.0, 0.125, 0.25, 0.375, 0.5, 0.625), 0.5: (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)}  # up to 2.7 sigma
 SEED = 0
 PIPELINES = ("clean", "mse", "stab", "ddpm", "gauss")
 LABELS = {"clean": "LeNet, clean training, no denoiser", "mse": "DnCNN (MSE) + clean LeNet",
@@ -153,20 +153,20 @@ def report(args: argparse.Namespace) -> None:
         if not logs:
             continue
         lines += [f"## sigma = {sigma}", "",
-                  "| pipeline | n | " + " | ".join(f"r={r:.2f}" for r in RADII)
+                  "| pipeline | n | " + " | ".join(f"r={r:g}" for r in RADII[sigma])
                   + " | ACR (SE) | ACR - ACR(clean, no denoiser) (paired SE) | clean acc. | samples/s | x classifier alone |",
-                  "|:---|---:|" + "---:|" * len(RADII) + "---:|---:|---:|---:|---:|"]
+                  "|:---|---:|" + "---:|" * len(RADII[sigma]) + "---:|---:|---:|---:|---:|"]
         base_speed = None
         if "clean" in logs and mean_time(logs["clean"]):
             base_speed = (N0 + N) / mean_time(logs["clean"])
         for p, lg in logs.items():
-            acc = certified_accuracy(lg, np.array(RADII)) * 100
+            acc = certified_accuracy(lg, np.array(RADII[sigma])) * 100
             acr, se = average_certified_radius(lg), acr_standard_error(lg)
             diff = acr_difference(lg, logs["clean"]) if "clean" in logs and p != "clean" else None
             speed = (N0 + N) / mean_time(lg) if mean_time(lg) else None
             clean_acc = json.loads(log_path(args, p, sigma).with_suffix(".clean_acc.json").read_text())["clean_accuracy"]
             row = {"sigma": sigma, "pipeline": p, "label": LABELS[p], "n": lg.n,
-                   "certified_accuracy": dict(zip(map(str, RADII), map(float, acc))), "acr": acr, "acr_se": se,
+                   "certified_accuracy": dict(zip(map(str, RADII[sigma]), map(float, acc))), "acr": acr, "acr_se": se,
                    "acr_minus_clean": None if diff is None else diff[0],
                    "acr_minus_clean_se": None if diff is None else diff[1],
                    "clean_accuracy": clean_acc, "samples_per_s": speed,
