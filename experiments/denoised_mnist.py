@@ -32,7 +32,7 @@ import torch
 from scipy.stats import norm
 
 from smoothcert.analysis import (acr_difference, acr_standard_error, average_certified_radius, certified_accuracy,
-                                 load_log, mean_time)
+                                 load_log)
 from smoothcert.certification import Selection, certify_dataset
 from smoothcert.data import get_dataset
 from smoothcert.denoisers.loading import through_denoiser
@@ -137,6 +137,28 @@ def certify_part(args: argparse.Namespace, part: str) -> None:
         print(f"certified {part} sigma {sigma} ({time.time() - t0:.0f}s this call)", flush=True)
 
 
+def speed(args: argparse.Namespace, rounds: int = 5) -> None:
+    """Certification samples per second of every pipeline, interleaved in one process (one CERTIFY
+    of test image 0 with N0 + N samples per pipeline and round, the median over ``rounds``), so
+    that the load of a shared CPU affects them alike; written to ``speed.json``."""
+    test = get_dataset("mnist", "test", args.data_root)
+    x = test[0][0]
+    out: dict = {}
+    for sigma in SIGMAS:
+        smooths = {p: Smooth(pipeline(args, p, sigma)[0], 10, sigma, channels_last=True) for p in PIPELINES}
+        times: dict = {p: [] for p in PIPELINES}
+        for _ in range(rounds):
+            for p, smooth in smooths.items():
+                t0 = time.perf_counter()
+                smooth.certify(x, N0, N, ALPHA, args.batch)
+                times[p].append(time.perf_counter() - t0)
+        out[str(sigma)] = {p: (N0 + N) / float(np.median(t)) for p, t in times.items()}
+        print(f"sigma {sigma}: " + ", ".join(f"{p} {v:.0f}/s" for p, v in out[str(sigma)].items()), flush=True)
+    out["rounds"], out["threads"] = rounds, torch.get_num_threads()
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "speed.json").write_text(json.dumps(out, indent=1) + "\n")
+
+
 def report(args: argparse.Namespace) -> None:
     out = Path(args.out)
     rows, lines = [], ["# Denoised smoothing on MNIST (issue 25)", "",
@@ -144,8 +166,9 @@ def report(args: argparse.Namespace) -> None:
                        f"{SKIP * (NUM_IMAGES - 1)}), N0 = {N0}, N = {N:,}, alpha = {ALPHA} for every row "
                        f"(largest certifiable radius sigma x {float(norm.ppf(ALPHA ** (1 / N))):.2f}). "
                        "Clean accuracy: the base pipeline (no noise) on the first "
-                       f"{CLEAN_ACC_IMAGES} test images. Samples/s: (N0 + N) over the log's mean seconds per input "
-                       "(one thread, shared CPU). Paired SE over the images.", ""]
+                       f"{CLEAN_ACC_IMAGES} test images. Samples/s: `speed.json` (`--speed`: one CERTIFY of N0 + N "
+                       "samples per pipeline, interleaved, median of 5 rounds, one thread, shared CPU). Paired SE "
+                       "over the images.", ""]
     for sigma in SIGMAS:
         present = [p for p in PIPELINES if log_path(args, p, sigma).is_file()]
         logs = {p: load_log(log_path(args, p, sigma)) for p in present}
@@ -156,14 +179,13 @@ def report(args: argparse.Namespace) -> None:
                   "| pipeline | n | " + " | ".join(f"r={r:g}" for r in RADII[sigma])
                   + " | ACR (SE) | ACR - ACR(clean, no denoiser) (paired SE) | clean acc. | samples/s | x classifier alone |",
                   "|:---|---:|" + "---:|" * len(RADII[sigma]) + "---:|---:|---:|---:|---:|"]
-        base_speed = None
-        if "clean" in logs and mean_time(logs["clean"]):
-            base_speed = (N0 + N) / mean_time(logs["clean"])
+        speeds = json.loads((out / "speed.json").read_text()).get(str(sigma), {}) if (out / "speed.json").is_file() else {}
+        base_speed = speeds.get("clean")
         for p, lg in logs.items():
             acc = certified_accuracy(lg, np.array(RADII[sigma])) * 100
             acr, se = average_certified_radius(lg), acr_standard_error(lg)
             diff = acr_difference(lg, logs["clean"]) if "clean" in logs and p != "clean" else None
-            speed = (N0 + N) / mean_time(lg) if mean_time(lg) else None
+            speed = speeds.get(p)
             clean_acc = json.loads(log_path(args, p, sigma).with_suffix(".clean_acc.json").read_text())["clean_accuracy"]
             row = {"sigma": sigma, "pipeline": p, "label": LABELS[p], "n": lg.n,
                    "certified_accuracy": dict(zip(map(str, RADII[sigma]), map(float, acc))), "acr": acr, "acr_se": se,
@@ -175,8 +197,13 @@ def report(args: argparse.Namespace) -> None:
             lines.append(f"| {LABELS[p]} | {lg.n} | " + " | ".join(f"{a:.1f}" for a in acc)
                          + f" | {acr:.3f} ({se:.3f}) | "
                          + ("" if diff is None else f"{diff[0]:+.3f} ({diff[1]:.3f})")
-                         + f" | {100 * clean_acc:.1f} | {speed:.0f} | "
+                         + f" | {100 * clean_acc:.1f} | " + ("" if speed is None else f"{speed:.0f}") + " | "
                          + ("" if row["speed_vs_classifier"] is None else f"{row['speed_vs_classifier']:.3f}") + " |")
+        pairs = [("stab", "mse"), ("gauss", "stab"), ("gauss", "mse"), ("ddpm", "mse")]
+        diffs = [(a, b, acr_difference(logs[a], logs[b])) for a, b in pairs if a in logs and b in logs]
+        if diffs:
+            lines += ["", "Paired: " + "; ".join(f"{a} - {b} {d[0]:+.3f} ({d[1]:.3f})" for a, b, d in diffs) + "."]
+            rows.append({"sigma": sigma, "paired": {f"{a}-{b}": {"mean": d[0], "se": d[1]} for a, b, d in diffs}})
         lines.append("")
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text("\n".join(lines) + "\n")
@@ -195,9 +222,14 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--report", action="store_true", help="only write the tables from the logs")
+    ap.add_argument("--speed", action="store_true", help="only time the pipelines (speed.json), interleaved")
     ap.add_argument("--no-report", action="store_true")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
+    if args.speed:
+        torch.set_num_threads(args.threads)
+        speed(args)
+        return
     if not args.report:
         torch.set_num_threads(args.threads)
         parts = [p.strip() for p in args.only.split(",") if p.strip()]
