@@ -461,7 +461,7 @@ def compare_full(out: Path, figures: Path) -> tuple[list[str], dict]:
         rec: dict = {}
         if ours:
             rows, rec["ours"] = comparison_table(ours, gauss, radii)
-            md += [f"Our runs on their images (certified accuracy in %):", "", *rows, ""]
+            md += ["Our runs on their images (certified accuracy in %):", "", *rows, ""]
         if pubs:
             common = pubs[0]["log"].idx
             for e in pubs[1:]:

@@ -83,8 +83,10 @@ class TrainConfig:
     What is trained: ``dataset``, ``arch`` (None: the method's or the dataset's default),
     ``method`` with ``method_params`` (its constructor arguments), ``model_kwargs`` (for
     ``create_model``, e.g. {"normalization": "dubin"}, recorded as {"norm": "dubin"}). The
-    optimisation (Cohen et al.'s CIFAR-10 recipe by default): ``epochs``, the global ``batch_size`` (over all torchrun processes), SGD ``lr``,
-    ``momentum``, ``weight_decay``, the ``schedule`` (step: x ``lr_gamma`` every ``lr_step_size``
+    optimisation (Cohen et al.'s CIFAR-10 recipe by default): ``epochs``, the global
+    ``batch_size`` (over all torchrun processes), the ``optimizer`` (``"sgd"`` with ``momentum``,
+    or ``"adam"``, Kingma & Ba, with its default betas; momentum is then unused), ``lr``,
+    ``weight_decay``, the ``schedule`` (step: x ``lr_gamma`` every ``lr_step_size``
     epochs; cosine), ``seed`` (any integer in [0, 2**63 - 1]), ``amp``, ``channels_last`` (speed
     only; a resume may change it). The data: ``data_root`` (resolved to an absolute path),
     ``max_train_samples`` / ``max_test_samples`` (the first N inputs of a split). ``init``: a run
@@ -128,7 +130,8 @@ class TrainConfig:
         _set(self, "epochs", check_int("epochs", self.epochs, 1))
         _set(self, "batch_size", check_int("batch_size", self.batch_size, 1))
         if self.optimizer not in OPTIMIZERS:
-            raise ArgumentError("optimizer", f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+            raise ArgumentError("optimizer",
+                                f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         _set(self, "lr", check_float("lr", self.lr, 0.0, lo_open=True))
         _set(self, "momentum", check_float("momentum", self.momentum, 0.0, 1.0, hi_open=True))
         _set(self, "weight_decay", check_float("weight_decay", self.weight_decay, 0.0))

@@ -142,11 +142,12 @@ def _method_options(fn: Any) -> Any:
                    "(tensorboard --logdir OUT/tensorboard); needs the optional tensorboard package.")
 @user_errors
 def train(out: Path | None, dataset: str, data_root: str | None, download: bool,
-          arch: str | None, model_kwargs: str | None, norm_layers: str, method: str, epochs: int, batch_size: int, optimizer: str, lr: float, momentum: float,
-          weight_decay: float, schedule: str, lr_step_size: int, lr_gamma: float, seed: int, device: str | None,
+          arch: str | None, model_kwargs: str | None, norm_layers: str, method: str, epochs: int, batch_size: int,
+          optimizer: str, lr: float, momentum: float, weight_decay: float, schedule: str, lr_step_size: int,
+          lr_gamma: float, seed: int, device: str | None,
           amp: str, channels_last: bool, resume: bool, overwrite: bool, num_workers: int,
-          max_train_samples: int | None, max_test_samples: int | None, init: str | None, quiet: bool, tensorboard: bool,
-          **given: Any) -> None:
+          max_train_samples: int | None, max_test_samples: int | None, init: str | None, quiet: bool,
+          tensorboard: bool, **given: Any) -> None:
     """Train a base classifier into the run directory --out.
 
     --out gets config.json (what `smoothcert certify` needs), checkpoint.pt (each epoch,
@@ -168,11 +169,13 @@ def train(out: Path | None, dataset: str, data_root: str | None, download: bool,
     dev = resolve_device(device)
     try:
         train_run(out, dataset=dataset, arch=arch, method=method, method_params=params, epochs=epochs,
-                  batch_size=batch_size, optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay, schedule=schedule,
-                  lr_step_size=lr_step_size, lr_gamma=lr_gamma, data_root=data_root, download=download, seed=seed,
+                  batch_size=batch_size, optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                  schedule=schedule, lr_step_size=lr_step_size, lr_gamma=lr_gamma, data_root=data_root,
+                  download=download, seed=seed,
                   device=dev, amp=amp == "auto", channels_last=channels_last, resume=resume, overwrite=overwrite,
-                  quiet=quiet, model_kwargs={**parse_model_kwargs(model_kwargs), "norm": norm_layers}, num_workers=num_workers,
-                  max_train_samples=max_train_samples, max_test_samples=max_test_samples, init=init,
+                  quiet=quiet, model_kwargs={**parse_model_kwargs(model_kwargs), "norm": norm_layers},
+                  num_workers=num_workers, max_train_samples=max_train_samples, max_test_samples=max_test_samples,
+                  init=init,
                   tensorboard=tensorboard)
     except NonFiniteLoss as e:
         raise click.ClickException(str(e)) from None

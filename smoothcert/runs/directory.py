@@ -319,5 +319,5 @@ def compare_configs(old: dict[str, Any], new: dict[str, Any], out_dir: Path) -> 
 
 
 __all__ = ["CACHE_SUFFIX", "CHECKPOINT_NAME", "CONFIG_NAME", "FORMAT", "RESUME_MAY_CHANGE", "RunDir", "TRAIN_COLUMNS",
-           "TRAIN_LOG_NAME", "build_model", "compare_configs", "load_weights", "read_checkpoint_file", "read_init_weights",
-           "validate_config"]
+           "TRAIN_LOG_NAME", "build_model", "compare_configs", "load_weights", "read_checkpoint_file",
+           "read_init_weights", "validate_config"]
