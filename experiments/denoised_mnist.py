@@ -199,7 +199,7 @@ def report(args: argparse.Namespace) -> None:
                          + ("" if diff is None else f"{diff[0]:+.3f} ({diff[1]:.3f})")
                          + f" | {100 * clean_acc:.1f} | " + ("" if speed is None else f"{speed:.0f}") + " | "
                          + ("" if row["speed_vs_classifier"] is None else f"{row['speed_vs_classifier']:.3f}") + " |")
-        pairs = [("stab", "mse"), ("gauss", "stab"), ("gauss", "mse"), ("ddpm", "mse")]
+        pairs = [("stab", "mse"), ("gauss", "stab"), ("gauss", "mse"), ("ddpm", "mse"), ("gauss", "ddpm")]
         diffs = [(a, b, acr_difference(logs[a], logs[b])) for a, b in pairs if a in logs and b in logs]
         if diffs:
             lines += ["", "Paired: " + "; ".join(f"{a} - {b} {d[0]:+.3f} ({d[1]:.3f})" for a, b, d in diffs) + "."]
