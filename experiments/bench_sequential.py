@@ -295,6 +295,16 @@ def report() -> None:
                        f"fixed N {tf:.1f} s, sequential {ts:.1f} s: {tf / ts:.1f}x faster "
                        f"(sample ratio {N_MAX / mean_n:.1f}x)", ""]
             entry[mode if sequence is None else f"{mode}.{sequence}"] = e
+        for path in sorted(OUT.glob(f"wallclock-packed.sigma{sigma}*.json")):
+            w = json.loads(path.read_text())
+            entry[path.stem] = w
+            sec, up, frac = w["seconds"], w["speedup"], w["speedup_over_sample_ratio"]
+            md += [f"**wall clock packed across images, {w['sequence']}** (`{path.name}`: {w['images']} images, "
+                   f"single radius {w['radius']:g}, batch {w['batch']}, pool {w['pool']}, {w['threads']} thread): "
+                   f"fixed N {sec['fixed']:.1f} s, sequential one image at a time {sec['sequential']:.1f} s, packed "
+                   f"{sec['packed']:.1f} s; sample ratio {w['sample_ratio']:.1f}x; packed {up['packed']:.1f}x faster "
+                   f"({frac['packed']:.2f} of the sample ratio), unpacked {up['sequential']:.1f}x "
+                   f"({frac['sequential']:.2f}); predictions agree on {w['agree']} of {w['images']}", ""]
     OUT.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(OUT / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     atomic_write_bytes(OUT / "summary.md", ("\n".join(md) + "\n").encode())
