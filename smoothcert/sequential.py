@@ -50,9 +50,9 @@ counts n_1 < n_2 < ... < n_K = n_max fixed in advance (a look costs a host sync,
   where pA is far from 1, b = 1/2 where it is close to 1, and b = 3/4 is the compromise: 0.993x
   the expected samples of the best of the two-sided KT and the betting tests in the median cell,
   1.103x in the worst (pA 0.7 at 0.9 of the true radius; a continuously monitored one-sided KT
-  mixture needs 1.4 % fewer in the median), experiments/results/sequential/bernoulli.md. The looks: every 8 samples,
-  then every 1% (580 looks up to n_max = 100 000); the bound holds at every n, so any looks
-  fixed in advance (``looks``, or ``step`` / ``growth``) keep the guarantee.
+  mixture needs 1.4 % fewer in the median), experiments/results/sequential/bernoulli.md. The
+  looks: every 8 samples, then every 1% (580 looks up to n_max = 100 000); the bound holds at
+  every n, so any looks fixed in advance (``looks``, or ``step`` / ``growth``) keep the guarantee.
 
 * ``"cp-union"`` (``ConfidenceSequence.union``): the one-sided Clopper–Pearson bound at each
   look, at level alpha_t = 5 alpha / ((t + 4) (t + 5)) at look t = 1, 2, ... (a spending that
