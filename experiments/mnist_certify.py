@@ -631,8 +631,11 @@ def sota_tables(out: Path, figures: Path | None = None) -> tuple[list[str], dict
                       "settings), against our scaled gauss:", "", *d_md, ""]
             # a schedule variant's gain is measured against gauss trained with the same variant, where it exists
             same = {v: lg for m, v, lg in diag if m == "gauss"}
-            within = [f"| {m} | -{v} | {d[0]:+.3f} ({d[1]:.3f}) |" for m, v, lg in diag
-                      if m != "gauss" and v in same and (d := acr_difference(lg, same[v])) is not None]
+            within = []
+            for m, v, lg in diag:
+                if m != "gauss" and v in same:
+                    d, se, _ = acr_difference(lg, same[v])
+                    within.append(f"| {m} | -{v} | {d:+.3f} ({se:.3f}) |")
             if within:
                 d_rows += ["Gain over gauss trained with the same variant (paired SE):", "",
                            "| method | variant | ACR - ACR(gauss, same variant) (paired SE) |", "|:---|:---|---:|",

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 24: Consistency's sigma 1.0 gap with the published schedule (--variant full-schedule: 90
 # epochs, lr x0.1 every 30, N = 10 000), for the method $1 (consistency or gauss, its reference),
-# once the process $2 (0: none) has ended; then the seq26b.sh queue $3 (a sequence; empty: none).
+# once the process $2 (0: none) has ended; then the sigma 0.25 grid of
+# seq26grid.sh with the sequence $3 (empty: none).
 # One thread, resumable. Log: full24.$1.out
 B="$(dirname "$0")"; cd "$B/../../../.."; . .venv/bin/activate; export OMP_NUM_THREADS=1
 pid=${2:-0}; while [ "$pid" != 0 ] && kill -0 "$pid" 2>/dev/null; do sleep 10; done
@@ -11,4 +12,4 @@ pid=${2:-0}; while [ "$pid" != 0 ] && kill -0 "$pid" 2>/dev/null; do sleep 10; d
     --methods $1 --sigmas 1.0 --variant full-schedule --no-report
   echo "$(date -u +%FT%TZ) done ($?)"
 } >> "$B/full24.$1.out" 2>&1
-[ -n "$3" ] && "$B/seq26b.sh" 0 "$3"
+[ -n "$3" ] && "$B/seq26grid.sh" 0 "$3" 0.25
