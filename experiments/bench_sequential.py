@@ -51,7 +51,7 @@ the same streams in a cell (common random numbers), and a stream's samples are m
   test K_n = prod(1 + lambda_i (X_i - m)) with four predictable bets (their PrPl hedged bet and
   aGRAPA, and the plug-in Kelly bet (p_hat - m) / (m (1 - m)) = GRAPA for Bernoulli, truncated
   at c / m, c = 1/2 and 0.9; the best of the four in each cell is the "betting" column), our
-  default bound (the one-sided Beta(1, 3/4) mixture) monitored after every sample ("mixture,
+  default bound for one radius (the banded mixture, no look at n_max) monitored after every sample ("mixture,
   continuous": what the looks cost), and the oracle SPRT of pA against m (knows pA: the lower
   limit).
 
@@ -111,6 +111,9 @@ def settings(sigma: float, mode: str, args) -> tuple[np.ndarray | None, float | 
     if mode == "single":
         return np.array([SINGLE_RADIUS[sigma]]), None, NUM_IMAGES
     return None, 0.01 * sigma, args.nogrid_images
+
+
+HISTORICAL = {"mixture-beta1-0.75": "mixture as first shipped for issue 26 (Beta(1, 3/4), no look at n_max)"}
 
 
 def log_path(sigma: float, mode: str, sequence: str | None) -> Path:
@@ -245,7 +248,8 @@ def report() -> None:
             continue
         fixed = read_log(FIXED / f"gauss-sigma{sigma}.tsv")
         md += [f"## sigma = {sigma}", ""]
-        for mode, sequence in [(m, s) for m in ("grid", "single", "nogrid", "wallclock") for s in (*SEQUENCES, None)]:
+        for mode, sequence in [(m, s) for m in ("grid", "single", "nogrid", "wallclock")
+                               for s in (*SEQUENCES, *HISTORICAL, None)]:
             path = log_path(sigma, mode, sequence)
             if not path.is_file():
                 continue
@@ -255,7 +259,8 @@ def report() -> None:
                 continue
             ref = {k: v[np.isin(fixed["idx"], seq["idx"])] for k, v in fixed.items()}
             mean_n = float(seq["n_used"].mean())
-            e = {"sequence": sequence or "cp-geometric (second release, e397a71)", "images": m, "mean_samples": mean_n,
+            e = {"sequence": HISTORICAL.get(sequence, sequence or "cp-geometric (second release, e397a71)"),
+                 "images": m, "mean_samples": mean_n,
                  "ratio": N_MAX / mean_n}
             label = f"{mode}, {e['sequence']}"
             today = log_path(sigma, mode, "cp-geometric")
@@ -329,20 +334,23 @@ def _log_beta_mixture(s, n, m, a, b, one_sided):
     return out
 
 
-def _ours(variants: bool, n_max: int, alpha: float) -> dict:
+def _ours(variants: bool, n_max: int, alpha: float, radii: np.ndarray) -> dict:
+    """Our rules for one cell, each built for its one-radius grid ``radii`` (so the mixture's final
+    share is its single-radius default, 0)."""
     from smoothcert.sequential import confidence_sequence
-    ours = {"today (cp-geometric)": lambda: confidence_sequence("cp-geometric", n_max, alpha),
-            "cp-union": lambda: confidence_sequence("cp-union", n_max, alpha),
-            "mixture": lambda: confidence_sequence("mixture", n_max, alpha)}
+
+    def make(name: str, **kw) -> Any:
+        return lambda: confidence_sequence(name, n_max, alpha, radii, **kw)
+    ours = {"today (cp-geometric)": make("cp-geometric"), "cp-union": make("cp-union"), "mixture": make("mixture")}
     if variants:
-        def make(name: str, **kw) -> Any:
-            return lambda: confidence_sequence(name, n_max, alpha, **kw)
         for step, growth in ((16, 1.05), (32, 1.05), (100, 1.0)):
             ours[f"cp-union step {step} growth {growth}"] = make("cp-union", step=step, growth=growth)
-        for step, growth in ((16, 1.02), (32, 1.05)):
+        for step, growth in ((1, 1.005), (4, 1.01), (16, 1.02)):
             ours[f"mixture step {step} growth {growth}"] = make("mixture", step=step, growth=growth)
-        for prior in ((1.0, 1.0), (1.0, 0.5), (0.5, 0.5)):
+        for prior in ((1.0, 0.75), (1.0, 1.0), (0.5, 0.5)):
             ours[f"mixture prior {prior}"] = make("mixture", prior=prior)
+        ours["mixture cut 0.9"] = make("mixture", cuts=(0.9,))
+        ours["mixture final share 0.3"] = make("mixture", final_share=0.3)
     return ours
 
 
@@ -357,13 +365,14 @@ def bernoulli_cell(pA: float, fraction: float, streams: int, seed: int, variants
     target = fraction * float(normal.ppf(pA))
     m = float(noise.p_lower_needed(target))
     log_c = math.log(1 / alpha)
-    rules = {name: StoppingRule(noise, make(), np.array([target]))
-             for name, make in _ours(variants, n_max, alpha).items()}
+    radii = np.array([target])
+    rules = {name: StoppingRule(noise, make(), radii) for name, make in _ours(variants, n_max, alpha, radii).items()}
+    default = rules["mixture"].cs  # our default for this one radius, monitored after every sample below
     continuous = {
         "oracle SPRT": lambda S, n: S * math.log(pA / m) + (n - S) * math.log((1 - pA) / (1 - m)) >= log_c,
         "kt-two-sided": lambda S, n: (S > n * m) & (_log_beta_mixture(S, n, m, 0.5, 0.5, False) >= log_c),
         "kt-one-sided": lambda S, n: (S > n * m) & (_log_beta_mixture(S, n, m, 0.5, 0.5, True) >= log_c),
-        "mixture, continuous": lambda S, n: (S > n * m) & (_log_beta_mixture(S, n, m, 1.0, 0.75, True) >= log_c),
+        "mixture, continuous": lambda S, n: default.reaches(S, n, m),
     }
     bets = ("prpl", "agrapa", "kelly c=0.5", "kelly c=0.9")
     tau = {name: np.full(streams, n_max) for name in [*rules, *continuous, *bets]}

@@ -193,7 +193,7 @@ def certify_sequential(
     xs = sampler.batch(xs, "xs")
     dim = int(xs[0].numel())
     norm, bound = check_options(sampler.noise, norm, bound, dim, sequential=True)
-    rule = StoppingRule(sampler.noise, confidence_sequence(sequence, n_max, alpha), radii, tol, norm, dim)
+    rule = StoppingRule(sampler.noise, confidence_sequence(sequence, n_max, alpha, radii), radii, tol, norm, dim)
     B = xs.shape[0]
     cA = sampler.counts(xs, n0, batch_size, generator).argmax(1)  # selection
     cA_np = np.zeros(B, dtype=np.int64)
@@ -298,7 +298,7 @@ def certify_sequential_packed(
     batch_size = check_int("batch_size", batch_size, 1)
     pool = check_int("pool", pool, 1)
     norm, bound = check_options(sampler.noise, norm, bound, None, sequential=True)
-    cs = confidence_sequence(sequence, n_max, alpha)
+    cs = confidence_sequence(sequence, n_max, alpha, radii)
     looks = [int(n) for n in cs.looks]
     rule: StoppingRule | None = None
     source = iter(inputs)

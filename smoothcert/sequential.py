@@ -8,7 +8,8 @@ builds one by name (``SEQUENCES``). Samples are examined only at the looks, cumu
 counts n_1 < n_2 < ... < n_K = n_max fixed in advance (a look costs a host sync, nothing more).
 
 * ``"mixture"`` (the default, ``BetaMixture``): a one-sided Beta-mixture (Robbins) confidence
-  sequence, valid at every n, so at any looks.
+  sequence, valid at every n, so at any looks, with a prior that may change with the threshold
+  (bands) and an optional Clopper–Pearson look at n_max.
 
   *Theorem* (the mixture method of Robbins, "Statistical methods related to the law of the
   iterated logarithm", Ann. Math. Statist. 1970, with Ville's inequality, Ville 1939; see Howard,
@@ -44,15 +45,30 @@ counts n_1 < n_2 < ... < n_K = n_max fixed in advance (a look costs a host sync,
   bracket's end where M_n >= c, so never above L_n). Every decision asks log M_n >= log c +
   1e-9, a margin over the float error of the log-space evaluation.
 
-  The prior (``prior``): Beta(1, 3/4) by default; (1, 1) is the uniform prior, (1/2, 1/2) the
-  one-sided Krichevsky–Trofimov mixture (for alpha <= 1/4). Chosen on the issue-26 Bernoulli
-  scenarios (pA 0.7 ... 0.9999, experiments/bench_sequential.py --bernoulli): b = 1 is best
-  where pA is far from 1, b = 1/2 where it is close to 1, and b = 3/4 is the compromise: 0.993x
-  the expected samples of the best of the two-sided KT and the betting tests in the median cell,
-  1.103x in the worst (pA 0.7 at 0.9 of the true radius; a continuously monitored one-sided KT
-  mixture needs 1.4 % fewer in the median), experiments/results/sequential/bernoulli.md. The
-  looks: every 8 samples, then every 1% (580 looks up to n_max = 100 000); the bound holds at
-  every n, so any looks fixed in advance (``looks``, or ``step`` / ``growth``) keep the guarantee.
+  *Bands* (``priors``, ``cuts``): the prior may change with the threshold. With band edges
+  0 = c_0 < c_1 < ... < c_J = 1 and the prior pi_j on band j = [c_{j-1}, c_j), let L^(j)_n be
+  the bound above with prior pi_j alone, and L_n = max(c_{j-1}, L^(j)_n) for the first band j
+  with L^(j)_n < c_j. Then P(there is an n with L_n > p) <= alpha still, with ONE Ville level:
+  let p lie in band j*; L_n > p needs j >= j*, and j = j* needs L^(j*)_n > p (c_{j*-1} <= p),
+  while j > j* needs L^(j*)_n >= c_{j*} > p; either way the prior pi_j* rejected p itself, an
+  event of probability <= alpha by Ville's inequality for that one mixture. For a grid threshold
+  t in (c_{j-1}, c_j], L_n >= t iff the band-j test rejects t and every band i < j rejects its top c_i
+  (``reaches``: one evaluation per band). Default: Beta(1, 1) below 0.8 and the
+  Krichevsky–Trofimov Beta(1/2, 1/2) above (for alpha <= 1/4), chosen on the Bernoulli scenarios
+  of issue 26 (experiments/bench_sequential.py --bernoulli): the uniform prior is the better one
+  where pA is far from 1, KT where pA is close to 1 (experiments/results/sequential/bernoulli.md).
+
+  *The look at n_max* (``final_share`` w): the mixtures run at alpha_m = (1 - w) alpha and the
+  look at n_max also asks the one-sided Clopper–Pearson bound CP_lower(S_{n_max}, n_max, alpha_f),
+  alpha_f = w alpha (the two rounded so that alpha_m + alpha_f <= alpha exactly: ``spend``):
+  L_{n_max} = max(L_{n_max} above, CP). By Boole's inequality P(L_n > p for some n) <= alpha_m
+  + alpha_f <= alpha, the CP event being one fixed-n event (Clopper & Pearson 1934). The
+  mixture pays for its anytime validity at n_max (on MNIST it certifies up to 0.06 sigma less
+  than fixed-N CP there), and with a grid the inputs just above a level run to n_max:
+  ``mixture_final_share`` gives w = 1/2 for a grid of several radii, tol mode and PREDICT, and
+  w = 0 for a single radius. The looks: every 8 samples, then every 1% (580 looks up to n_max =
+  100 000); the bound holds at every n, so any looks fixed in advance (``looks``, or ``step`` /
+  ``growth``) keep the guarantee.
 
 * ``"cp-union"`` (``ConfidenceSequence.union``): the one-sided Clopper–Pearson bound at each
   look, at level alpha_t = 5 alpha / ((t + 4) (t + 5)) at look t = 1, 2, ... (a spending that
@@ -124,10 +140,12 @@ DEFAULT_GROWTH = 1.5
 DEFAULT_FINAL_SHARE = 0.5
 DEFAULT_TOL_SIGMAS = 0.01
 # looks of the mixture (every 8 samples, then every 1%) and of the CP union bound with the
-# n_max-free spending (every 32 samples, then every 10%), and the mixture's prior Beta(1, 3/4):
-# chosen on the Bernoulli benchmark (experiments/bench_sequential.py --bernoulli --variants)
+# n_max-free spending (every 32 samples, then every 10%), the mixture's bands (Beta(1, 1) below
+# 0.8, Beta(1/2, 1/2) above) and its final share: chosen on the Bernoulli benchmark
+# (experiments/bench_sequential.py --bernoulli --variants) and the MNIST grid
 MIXTURE_STEP, MIXTURE_GROWTH = 8, 1.01
-MIXTURE_PRIOR = (1.0, 0.75)
+MIXTURE_CUTS, MIXTURE_PRIORS = (0.8,), ((1.0, 1.0), (0.5, 0.5))
+MIXTURE_FINAL_SHARE = 0.3
 UNION_STEP, UNION_GROWTH = 32, 1.1
 SEQUENCES = ("mixture", "cp-union", "cp-geometric")
 DEFAULT_SEQUENCE = "mixture"
@@ -315,22 +333,63 @@ def check_prior(prior: Any, alpha: float) -> tuple[float, float]:
     return a, b
 
 
+def check_bands(priors: Any, cuts: Any, alpha: float) -> tuple[tuple[tuple[float, float], ...], tuple[float, ...]]:
+    """(priors, cuts) of a banded mixture: one prior (``check_prior``) per band and the band edges
+    ``cuts``, strictly increasing in (0, 1), one fewer than the priors."""
+    try:
+        priors = tuple(check_prior(p, alpha) for p in priors)
+        cuts = tuple(float(c) for c in cuts)
+    except TypeError:
+        raise ArgumentError("prior", f"prior: bands need a sequence of priors and of cuts, got {priors!r}, {cuts!r}") from None
+    if not priors or len(cuts) != len(priors) - 1 or any(not 0 < c < 1 for c in cuts) or any(
+            b <= a for a, b in zip(cuts, cuts[1:])):
+        raise ArgumentError("prior", f"prior: {len(priors)} priors need {len(priors) - 1} increasing cuts in (0, 1), "
+                                     f"got {list(cuts)}")
+    return priors, cuts
+
+
+def mixture_final_share(radii: Sequence[float] | np.ndarray | None) -> float:
+    """The mixture's default share of alpha for its Clopper–Pearson look at n_max: none with a
+    single radius (an input stops once that radius is decided, and few reach n_max), 1/2 with a
+    grid of several radii, in tol mode and for PREDICT (the inputs just above a level, or all of
+    them in tol mode, run to n_max, where CP at alpha/2 certifies what the mixture cannot)."""
+    return 0.0 if radii is not None and len(np.atleast_1d(radii)) == 1 else MIXTURE_FINAL_SHARE
+
+
 @dataclass(frozen=True)
 class BetaMixture:
-    """The one-sided Beta-mixture confidence sequence of the module docstring ("mixture"), at
-    level ``alpha`` (one Ville level: ``spent`` is alpha itself), examined at ``looks``."""
+    """The banded Beta-mixture confidence sequence of the module docstring ("mixture"), at level
+    ``alpha``, examined at ``looks``: band j = [cuts[j-1], cuts[j]) has the prior priors[j]; with
+    ``final_share`` w > 0 the mixture runs at (1 - w) alpha and the look at n_max adds the one-sided
+    Clopper–Pearson bound at w alpha (``levels``: the two, summing to at most alpha exactly)."""
 
     looks: np.ndarray
     alpha: float
-    prior: tuple[float, float] = MIXTURE_PRIOR
+    priors: tuple[tuple[float, float], ...] = MIXTURE_PRIORS
+    cuts: tuple[float, ...] = MIXTURE_CUTS
+    final_share: float = 0.0
     name: str = "mixture"
+    levels: tuple[float, float] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        w = check_float("final_share", self.final_share, 0.0, 1.0, hi_open=True)
+        priors, cuts = check_bands(self.priors, self.cuts, self.alpha)
+        object.__setattr__(self, "priors", priors)
+        object.__setattr__(self, "cuts", cuts)
+        levels = (self.alpha, 0.0) if w == 0 else tuple(float(v) for v in spend(self.alpha, [1 - Fraction(w)]))
+        object.__setattr__(self, "levels", levels)
 
     @classmethod
     def create(cls, n_max: int, alpha: float, *, step: int = MIXTURE_STEP, growth: float = MIXTURE_GROWTH,
-               looks: np.ndarray | None = None, prior: tuple[float, float] = MIXTURE_PRIOR) -> "BetaMixture":
+               looks: np.ndarray | None = None, prior: tuple[float, float] | None = None,
+               priors: Sequence[tuple[float, float]] = MIXTURE_PRIORS, cuts: Sequence[float] = MIXTURE_CUTS,
+               final_share: float = MIXTURE_FINAL_SHARE) -> "BetaMixture":
+        """``prior``: one prior for all of (0, 1) (no bands), instead of ``priors`` and ``cuts``."""
         alpha = check_alpha(alpha)
         looks = dense_looks(n_max, step, growth) if looks is None else check_looks(looks, n_max)
-        return cls(looks, alpha, check_prior(prior, alpha))
+        if prior is not None:
+            priors, cuts = (prior,), ()
+        return cls(looks, alpha, tuple(priors), tuple(cuts), final_share)
 
     @property
     def n_max(self) -> int:
@@ -338,31 +397,49 @@ class BetaMixture:
 
     @property
     def log_level(self) -> float:
-        return -math.log(self.alpha) + LOG_MARGIN
+        """log(1 / alpha_m) plus the margin: the level of every mixture test."""
+        return -math.log(self.levels[0]) + LOG_MARGIN
 
     def spent(self) -> Fraction:
-        return Fraction(self.alpha)
+        return sum((Fraction(v) for v in self.levels), Fraction(0))
 
-    def reaches(self, nA: np.ndarray, n: int, p: np.ndarray | float, mirror: bool = False) -> np.ndarray:
-        """L_n >= p (broadcast over ``nA`` and ``p``, 0 < p < 1): p < nA / n and M_n(p) >= 1/alpha.
-        ``mirror``: the same for the failures (U_n <= 1 - p)."""
-        a, b = self.prior[::-1] if mirror else self.prior
+    def _final_cp(self, nA: np.ndarray, n: int) -> np.ndarray | None:
+        """The Clopper–Pearson lower bound at the final share, where n is n_max (None elsewhere)."""
+        if self.levels[1] == 0 or n != self.n_max:
+            return None
+        return clopper_pearson_lower(np.asarray(nA, dtype=np.int64), n, self.levels[1])
+
+    def _hit(self, s: np.ndarray, n: int, p: np.ndarray | float, prior: tuple[float, float]) -> np.ndarray:
+        """The mixture test with ``prior`` rejects p: p < s / n and M_n(p) >= 1 / alpha_m."""
+        return (s > n * p) & (log_mixture(s, n, p, *prior) >= self.log_level)
+
+    def reaches(self, nA: np.ndarray, n: int, p: np.ndarray | float) -> np.ndarray:
+        """L_n >= p (broadcast over ``nA`` and ``p``, 0 < p < 1): for p in (c_{j-1}, c_j], the test
+        of band j rejects p and the test of every band below rejects that band's top; or, at n_max,
+        CP >= p."""
         s = np.asarray(nA, dtype=np.float64)
         p = np.asarray(p, dtype=np.float64)
-        return (s > n * p) & (log_mixture(s, n, p, a, b) >= self.log_level)
+        band = np.searchsorted(np.asarray(self.cuts), p, side="left")  # p in (c_{j-1}, c_j]
+        out = np.zeros(np.broadcast(s, p).shape, dtype=bool)
+        passed = np.ones(s.shape, dtype=bool)  # every band below j rejected its top
+        for j, prior in enumerate(self.priors):
+            if np.any(band == j):
+                out |= (band == j) & passed & self._hit(s, n, p, prior)
+            if j < len(self.cuts):
+                passed = passed & self._hit(s, n, self.cuts[j], prior)
+        cp = self._final_cp(nA, n)
+        return out if cp is None else out | (cp >= p)
 
-    def _excess(self, s: np.ndarray, n: int, p: np.ndarray, mirror: bool) -> np.ndarray:
+    def _excess(self, s: np.ndarray, n: int, p: np.ndarray, prior: tuple[float, float]) -> np.ndarray:
         """log M_n(p) - log of the level: >= 0 where p is rejected."""
-        a, b = self.prior[::-1] if mirror else self.prior
-        return log_mixture(s, n, p, a, b) - self.log_level
+        return log_mixture(s, n, p, *prior) - self.log_level
 
-    def lower_at(self, nA: np.ndarray, n: int, mirror: bool = False, rtol: float = 0.0) -> np.ndarray:
-        """L_n for counts ``nA`` at n samples (0 where nA == 0), never above it: the end of a
-        bracket [lo, hi] with M_n(lo) >= 1/alpha > M_n(hi), shrunk by the Illinois method
-        until hi - lo <= max(rtol * (hi - lo at the start), 2 ulp). The first hi is the point
-        where n KL(nA/n || p) = log(1/alpha) (M_n is at most exp(n KL)); lo widens the gap to
-        nA/n until M_n(lo) >= 1/alpha."""
-        s_all = np.asarray(nA, dtype=np.int64)
+    def _bisect(self, s_all: np.ndarray, n: int, prior: tuple[float, float], rtol: float) -> np.ndarray:
+        """The lower bound of one prior's mixture for counts ``s_all`` at n samples (0 where the
+        count is 0), never above it: the end of a bracket [lo, hi] with M_n(lo) >= 1/alpha_m >
+        M_n(hi), shrunk by the Illinois method until hi - lo <= max(rtol * (hi - lo at the start),
+        2 ulp). The first hi is the point where n KL(nA/n || p) = log(1/alpha_m) (M_n is at most
+        exp(n KL)); lo widens the gap to nA/n until M_n(lo) >= 1/alpha_m."""
         out = np.zeros(s_all.shape)
         flat = s_all.reshape(-1)
         idx = np.nonzero(flat > 0)[0]
@@ -370,17 +447,17 @@ class BetaMixture:
             return out
         s = flat[idx].astype(np.float64)
         ph = s / float(n)
-        hi = _kl_point(ph, n, -math.log(self.alpha))
-        g_hi = self._excess(s, n, hi, mirror)
+        hi = _kl_point(ph, n, -math.log(self.levels[0]))
+        g_hi = self._excess(s, n, hi, prior)
         lo = np.maximum(ph - 2.0 * (ph - hi), 0.5 * hi)
-        g_lo = self._excess(s, n, lo, mirror)
+        g_lo = self._excess(s, n, lo, prior)
         for _ in range(60):  # widen: M_n -> infinity as p -> 0
             bad = ~(g_lo >= 0)
             if not bad.any():
                 break
             hi[bad], g_hi[bad] = lo[bad], g_lo[bad]  # lo was above L_n: a better hi
             lo[bad] = np.maximum(ph[bad] - 2.0 * (ph[bad] - lo[bad]), 0.5 * lo[bad])
-            g_lo[bad] = self._excess(s[bad], n, lo[bad], mirror)
+            g_lo[bad] = self._excess(s[bad], n, lo[bad], prior)
         width = np.maximum(rtol * (hi - lo), 2 * np.spacing(hi))
         live = np.nonzero(hi - lo > width)[0]
         side = np.zeros(lo.shape, dtype=np.int8)
@@ -390,7 +467,7 @@ class BetaMixture:
             l, h, gl, gh = lo[live], hi[live], g_lo[live], g_hi[live]
             x = h - gh * (h - l) / (gh - gl)  # the secant through the bracket
             x = np.where((x > l) & (x < h), x, 0.5 * (l + h))
-            gx = self._excess(s[live], n, x, mirror)
+            gx = self._excess(s[live], n, x, prior)
             ok = gx >= 0
             lo[live] = np.where(ok, x, l)
             g_lo[live] = np.where(ok, gx, gl)
@@ -405,11 +482,30 @@ class BetaMixture:
         out.reshape(-1)[idx] = lo
         return out
 
+    def lower_at(self, nA: np.ndarray, n: int, mirror: bool = False, rtol: float = 0.0) -> np.ndarray:
+        """L_n for counts ``nA`` at n samples (module docstring: each band's bound L^(j), at n_max
+        raised to CP at the final share; L_n = max(cuts[j-1], L^(j)) for the first band j whose
+        L^(j) stays below its top), never above it. ``mirror``: the same for the failures (the
+        bound 1 - U_n, with the bands and priors mirrored)."""
+        s = np.asarray(nA, dtype=np.int64)
+        priors, cuts = self.priors, self.cuts
+        if mirror:
+            priors, cuts = tuple(p[::-1] for p in priors[::-1]), tuple(1.0 - c for c in cuts[::-1])
+        bounds = [self._bisect(s, n, prior, rtol) for prior in priors]
+        cp = self._final_cp(s, n)
+        if cp is not None:
+            bounds = [np.maximum(b, cp) for b in bounds]
+        out = bounds[-1] if not cuts else np.maximum(bounds[-1], cuts[-1])
+        for j in range(len(cuts) - 1, -1, -1):  # downwards, so that the first failing band decides
+            floor = cuts[j - 1] if j > 0 else 0.0
+            out = np.where(bounds[j] < cuts[j], np.maximum(bounds[j], floor), out)
+        return out
+
     def lower(self, nA: np.ndarray, k: int) -> np.ndarray:
         return self.lower_at(nA, int(self.looks[k]))
 
     def upper(self, nA: np.ndarray, k: int) -> np.ndarray:
-        """U_n = 1 - L_n(n - nA) with the mirrored prior, to 1e-6 of its bracket (rounded up: the
+        """U_n = 1 - L_n(n - nA) with the bands mirrored, to 1e-6 of its bracket (rounded up: the
         upper bound only decides when to stop, and a larger one stops later)."""
         n = int(self.looks[k])
         return 1.0 - self.lower_at(n - np.asarray(nA, dtype=np.int64), n, mirror=True, rtol=1e-6)
@@ -422,23 +518,31 @@ class BetaMixture:
 
     def level(self, nA: np.ndarray, k: int, thresholds: np.ndarray) -> np.ndarray:
         """Index of the largest of the sorted ``thresholds`` (in (0, 1)) that L_k reaches (-1:
-        none): one evaluation of M_n per threshold (L_n >= t iff t < S/n and M_n(t) >= 1/alpha)."""
+        none): one evaluation of each band's M_n per threshold (``reaches``)."""
         nA = np.asarray(nA, dtype=np.int64)
         hit = self.reaches(nA[..., None], int(self.looks[k]), np.asarray(thresholds, dtype=np.float64))
-        return hit.sum(-1) - 1
+        return np.cumprod(hit, axis=-1).sum(-1) - 1
 
     def decides(self, c1: np.ndarray, c2: np.ndarray, k: int, num_classes: int) -> np.ndarray:
-        """Sequential PREDICT: whether the mixture test of p <= 1/2 on the c1 + c2 votes for the
-        top two classes (c1 for the top) rejects at level alpha / (num_classes - 1).
+        """Sequential PREDICT: whether the mixture test of p <= 1/2 (the prior of 1/2's band) on the
+        c1 + c2 votes for the top two classes (c1 for the top) rejects at level
+        alpha_m / (num_classes - 1), or, at n_max, the two-sided binomial test of PREDICT rejects at
+        the final share.
 
         Returning c != g(x) needs, for the pair (c, g(x)), the same test on their c + g(x) votes to
         reject (the runner-up has at least g(x)'s votes and M_n falls with each failure); on the
         sub-stream of the votes for c or g(x), i.i.d. Bernoulli(theta <= 1/2), that test is
         anytime-valid at its level, and a union bound over the num_classes - 1 classes c gives
-        P(returning a wrong class) <= alpha at any stopping time."""
+        P(a wrong class from the mixture) <= alpha_m at any stopping time; the test at n_max is
+        PREDICT's at a fixed n (Hung & Fithian 2019, as in Cohen et al. 2019, Theorem 2), wrong
+        with probability <= alpha_f: the two sum to <= alpha."""
         c1, c2 = np.asarray(c1, dtype=np.int64), np.asarray(c2, dtype=np.int64)
-        level = -math.log(self.alpha / max(int(num_classes) - 1, 1)) + LOG_MARGIN
-        return (c1 > c2) & (log_mixture(c1, c1 + c2, 0.5, *self.prior) >= level)
+        prior = self.priors[int(np.searchsorted(np.asarray(self.cuts), 0.5, side="left"))]
+        level = -math.log(self.levels[0] / max(int(num_classes) - 1, 1)) + LOG_MARGIN
+        out = (c1 > c2) & (log_mixture(c1, c1 + c2, 0.5, *prior) >= level)
+        if self.levels[1] > 0 and k == len(self.looks) - 1:
+            out |= abstain_test_pvalues(c1, c2) <= self.levels[1]
+        return out
 
 
 AnytimeBound = ConfidenceSequence | BetaMixture
@@ -451,9 +555,12 @@ def check_sequence(sequence: Any) -> str:
     return sequence
 
 
-def confidence_sequence(sequence: str | AnytimeBound, n_max: int, alpha: float, **looks: Any) -> AnytimeBound:
+def confidence_sequence(sequence: str | AnytimeBound, n_max: int, alpha: float,
+                        radii: Sequence[float] | np.ndarray | None = None, **looks: Any) -> AnytimeBound:
     """The confidence sequence named ``sequence`` (``SEQUENCES``) for n_max samples at level
-    alpha; ``looks`` as the keywords of its constructor (step, growth, looks, ...). A sequence
+    alpha; ``looks`` as the keywords of its constructor (step, growth, looks, final_share, ...).
+    For the mixture, the final share defaults to ``mixture_final_share(radii)`` (the grid of the
+    certification it serves; None: tol mode or PREDICT). A sequence
     built already (``BetaMixture.create(n_max, alpha, step=1000)``: other looks) is returned as
     it is if it ends at n_max and spends at most alpha; ArgumentError("sequence") otherwise."""
     n_max = check_int("n_max", n_max, 1)
@@ -465,6 +572,7 @@ def confidence_sequence(sequence: str | AnytimeBound, n_max: int, alpha: float, 
         return sequence
     sequence = check_sequence(sequence)
     if sequence == "mixture":
+        looks.setdefault("final_share", mixture_final_share(radii))
         return BetaMixture.create(n_max, alpha, **looks)
     if sequence == "cp-union":
         return ConfidenceSequence.union(n_max, alpha, **looks)

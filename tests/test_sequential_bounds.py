@@ -16,7 +16,7 @@ import pytest
 from scipy.stats import binom, norm
 
 from smoothcert.noise import GaussianNoise
-from smoothcert.sequential import (SEQUENCES, BetaMixture, ConfidenceSequence, StoppingRule, alpha_spending,
+from smoothcert.sequential import (SEQUENCES, BetaMixture, abstain_test_pvalues, ConfidenceSequence, StoppingRule, alpha_spending,
                                    confidence_sequence, dense_looks, log_mixture, look_schedule, union_spending)
 from smoothcert.validation import ArgumentError
 from tests.test_sequential import simulate
@@ -139,7 +139,7 @@ CASES = [(9, 10, 0.1), (90, 100, 0.1), (1000, 1000, 0.001), (700, 1000, 0.05), (
 def test_mixture_matches_brute_force_and_crosses_once(s, n, alpha, prior):
     if prior[0] < 1 and alpha > 0.25:
         pytest.skip("prior needs alpha <= 1/4")
-    cs = BetaMixture.create(n, alpha, prior=prior, looks=[n])
+    cs = BetaMixture.create(n, alpha, prior=prior, looks=[n], final_share=0.0)
     grid = np.linspace(0.002, 0.998, 250)
     grid = grid[grid < s / n]
     closed = log_mixture(s, n, grid, *prior)
@@ -157,17 +157,18 @@ def test_mixture_matches_brute_force_and_crosses_once(s, n, alpha, prior):
 
 
 def test_mixture_bounds_are_monotone():
-    cs = BetaMixture.create(1000, 0.001)
-    k = len(cs.looks) - 1
     s = np.arange(0, 1001)
-    L, U = cs.lower(s, k), cs.upper(s, k)
-    assert L[0] == 0 and U[-1] == 1 and np.all(np.diff(L) > 0) and np.all(np.diff(U) > 0)
-    assert np.all(L < s / 1000 + 1e-15) and np.all(U > s / 1000 - 1e-15) and np.all(L < U)
-    # mirror image: U(s) = 1 - L(n - s) with the prior Beta(a, b) mirrored to Beta(b, a)
-    mirrored = BetaMixture(cs.looks, cs.alpha, cs.prior[::-1])
-    assert U == pytest.approx(1 - mirrored.lower(s[::-1], k), abs=1e-6)
-    if cs.prior[0] == cs.prior[1]:
-        assert U == pytest.approx(1 - L[::-1], abs=1e-6)
+    for cs in (BetaMixture.create(1000, 0.001), BetaMixture.create(1000, 0.001, prior=(1.0, 0.75), final_share=0)):
+        k = len(cs.looks) - 1
+        L, U = cs.lower(s, k), cs.upper(s, k)
+        assert L[0] == 0 and U[-1] == 1 and np.all(np.diff(L) > 0) and np.all(np.diff(U) > 0)
+        assert np.all(L < s / 1000 + 1e-15) and np.all(U > s / 1000 - 1e-15) and np.all(L < U)
+        # mirror image: U(s) = 1 - L(n - s) with each prior Beta(a, b) mirrored to Beta(b, a), the
+        # bands in reverse order and the cuts c -> 1 - c
+        mirrored = BetaMixture(cs.looks, cs.alpha, tuple(p[::-1] for p in cs.priors[::-1]),
+                               tuple(1 - c for c in cs.cuts[::-1]), cs.final_share)
+        assert U == pytest.approx(1 - mirrored.lower(s[::-1], k), abs=1e-6)
+    assert not np.allclose(U, 1 - L[::-1], atol=1e-4)  # Beta(1, 3/4) is not symmetric
     # more samples at the same rate: a higher lower bound; a smaller alpha: a lower one
     n = np.array([100, 1000, 10_000])
     big = BetaMixture.create(10_000, 0.001, looks=n)
@@ -176,7 +177,7 @@ def test_mixture_bounds_are_monotone():
         1000, 0.001, looks=[1000]).lower(np.array([900]), 0)[0]
     # the price of anytime validity at one n: below CP at alpha, above CP at alpha / 50
     from smoothcert.stats import clopper_pearson_lower
-    one = BetaMixture.create(1000, 0.001, looks=[1000]).lower(np.array([990]), 0)[0]
+    one = BetaMixture.create(1000, 0.001, looks=[1000], final_share=0).lower(np.array([990]), 0)[0]
     assert clopper_pearson_lower(np.array([990]), 1000, 0.001 / 50)[0] < one < clopper_pearson_lower(
         np.array([990]), 1000, 0.001)[0]
 
@@ -199,9 +200,11 @@ def test_simultaneous_coverage(name, p):
             kl = np.nan_to_num(ph * np.log(ph / p)) + np.nan_to_num((1 - ph) * np.log((1 - ph) / (1 - p)))
         maybe = (S > n * p) & (n * kl >= cs.log_level - 1e-6)
         rows, cols = np.nonzero(maybe)
-        hit = log_mixture(S[rows, cols], cols + 1, p, *cs.prior) >= cs.log_level
         violated = np.zeros(trials, dtype=bool)
-        violated[rows[hit]] = True
+        for n_k in np.unique(cols + 1):  # L_n > p: p itself rejected (its band's test, or CP at n_max)
+            at = cols + 1 == n_k
+            violated[rows[at][cs.reaches(S[rows[at], n_k - 1], int(n_k), math.nextafter(p, 1.0))]] = True
+        violated |= cs.lower(S[:, -1], len(cs.looks) - 1) > p  # the look at n_max, CP included
     else:
         steps = np.diff(np.concatenate([[0], cs.looks]))
         counts = np.cumsum(rng.binomial(steps[None, :], p, size=(trials, len(steps))), axis=1)
@@ -318,6 +321,99 @@ def test_the_mixture_rule_stops_on_the_fixed_n_cp_upper_bound():
         def stop_upper(self, nA, k):
             return self.upper(nA, k)
 
-    mirror = Mirror(cs.looks, cs.alpha, cs.prior)
+    mirror = Mirror(cs.looks, cs.alpha, cs.priors, cs.cuts, cs.final_share)
     stop_mirror, _ = StoppingRule(noise, mirror, radii).step(count, k)
     assert stop.tolist() == [True] and stop_mirror.tolist() == [False] and radius.tolist() == [0.0]
+
+
+# -- the bands and the look at n_max ----------------------------------------------------------------
+def test_the_first_failing_band_decides_the_bound():
+    """L_n = max(c_{j-1}, L^(j)) for the first band j whose own bound L^(j) stays below its top:
+    band 1's prior may give a higher bound, but it counts only once band 0 has passed its top."""
+    banded = BetaMixture.create(1000, 0.001, priors=((1.0, 1.0), (0.5, 0.5)), cuts=(0.8,), final_share=0, looks=[1000])
+    lo = BetaMixture.create(1000, 0.001, prior=(1.0, 1.0), final_share=0, looks=[1000])
+    hi = BetaMixture.create(1000, 0.001, prior=(0.5, 0.5), final_share=0, looks=[1000])
+    s = np.arange(700, 1001)
+    L, L0, L1 = banded.lower(s, 0), lo.lower(s, 0), hi.lower(s, 0)
+    below = L0 < 0.8
+    assert below.any() and (~below).any()
+    assert np.array_equal(L[below], L0[below])
+    assert np.array_equal(L[~below], np.maximum(0.8, L1[~below]))
+    # a threshold above the cut needs band 0 to reject 0.8 AND band 1 to reject the threshold
+    t = np.array([0.75, 0.8, 0.85, 0.95])
+    lv = banded.level(s, 0, t)
+    assert np.array_equal(lv, np.searchsorted(t, L, side="right") - 1)
+
+
+@pytest.mark.parametrize("n_max, final", [(5000, False), (5000, True)])
+def test_level_agrees_with_lower(n_max, final):
+    cs = BetaMixture.create(n_max, 0.001)
+    k = len(cs.looks) - 1 if final else 40
+    n = int(cs.looks[k])
+    s = np.arange(n // 2, n + 1, max(1, n // 400))
+    t = np.sort(np.concatenate([np.linspace(0.55, 0.999, 40), [0.8]]))
+    L = cs.lower(s, k)
+    lv = cs.level(s, k, t)
+    ref = np.searchsorted(t, L, side="right") - 1
+    close = np.abs(t[np.clip(ref + 1, 0, len(t) - 1)] - L) < 1e-9
+    assert np.all((lv == ref) | close)
+
+
+def test_the_final_share_is_spent_exactly_and_only_at_n_max():
+    from smoothcert.stats import clopper_pearson_lower
+    for alpha in (0.001, 0.05, 0.2):
+        for w in (0.3, 0.5, 0.123):
+            cs = BetaMixture.create(2000, alpha, final_share=w)
+            assert cs.spent() <= Fraction(alpha) and cs.levels[1] > 0
+            assert cs.levels[0] == pytest.approx((1 - w) * alpha, rel=1e-12)
+            assert cs.log_level == pytest.approx(-math.log((1 - w) * alpha), abs=1e-8)
+    cs = BetaMixture.create(100_000, 0.001, final_share=0.3)
+    pure = BetaMixture(cs.looks, 0.001 * 0.7, cs.priors, cs.cuts, 0.0)  # the mixture part alone
+    s, k = np.array([5000, 9000, 9990, 10_000]), int(np.searchsorted(cs.looks, 10_000))
+    s = np.minimum(s, cs.looks[k])
+    assert cs.lower(s, k) == pytest.approx(pure.lower(s, k), abs=1e-12)  # no CP before n_max
+    last = len(cs.looks) - 1
+    s = np.array([60_000, 99_000, 99_900, 99_990])
+    cp = clopper_pearson_lower(s, 100_000, cs.levels[1])
+    assert np.array_equal(cs.lower(s, last), np.maximum(pure.lower(s, last), cp))
+    # at n_max the look brings the bound within a few hundredths of sigma of fixed-N CP at alpha
+    fixed = norm.ppf(clopper_pearson_lower(s, 100_000, 0.001))
+    mix = norm.ppf(cs.lower(s, last))
+    assert np.all(mix < fixed) and np.all(mix > fixed - 0.03)
+    alone = norm.ppf(pure.lower(s, last))  # the mixture alone: further off where pA is near 1
+    assert np.all(alone <= mix) and np.all(alone[2:] < fixed[2:] - 0.03)
+
+
+def test_the_default_final_share_follows_the_radii():
+    from smoothcert.sequential import MIXTURE_FINAL_SHARE
+    assert confidence_sequence("mixture", 1000, 0.01, [0.5]).final_share == 0
+    assert confidence_sequence("mixture", 1000, 0.01, [0.0, 0.5]).final_share == MIXTURE_FINAL_SHARE > 0
+    assert confidence_sequence("mixture", 1000, 0.01).final_share == MIXTURE_FINAL_SHARE
+    assert confidence_sequence("mixture", 1000, 0.01, [0.5], final_share=0.5).final_share == 0.5
+    with pytest.raises(ArgumentError) as e:
+        BetaMixture.create(100, 0.01, final_share=1.0)
+    assert e.value.arg == "final_share"
+    with pytest.raises(ArgumentError) as e:
+        BetaMixture.create(100, 0.01, priors=((1.0, 1.0),), cuts=(0.5,))
+    assert e.value.arg == "prior"
+
+
+def test_false_certificates_at_the_band_edge():
+    """pA a hair below the cut 0.8 between the bands, the radius that needs 0.8 in the grid: a
+    certificate of it is false, whichever band's test would have made it."""
+    noise = GaussianNoise(1.0)
+    r = float(norm.ppf(0.8))
+    rule = StoppingRule(noise, confidence_sequence("mixture", N_MAX, ALPHA), np.array([0.0, r, 1.0]))
+    assert rule.cs.cuts == (0.8,) and rule._needed[1] == pytest.approx(0.8, abs=1e-12)
+    trials = 3000
+    radius, _ = simulate(rule, 0.8 - 1e-9, trials, seed=4)
+    assert not_above(int(np.sum(radius >= r)), trials, ALPHA)
+
+
+def test_sequential_predict_uses_the_final_share_at_n_max_only():
+    cs = BetaMixture.create(1000, 0.001, final_share=0.3)
+    c1, c2 = np.array([560]), np.array([440])  # p-value of the binomial test ~1.8e-4 < 0.3 alpha
+    assert abstain_test_pvalues(c1, c2)[0] < cs.levels[1]
+    last = len(cs.looks) - 1
+    assert not cs.decides(c1, c2, last - 1, 2)[0] and cs.decides(c1, c2, last, 2)[0]
+    assert not BetaMixture.create(1000, 0.001, final_share=0).decides(c1, c2, last, 2)[0]
