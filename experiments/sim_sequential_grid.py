@@ -109,8 +109,8 @@ def main() -> None:
               f"largest loss {rows[-1]['max_loss_points']:.2f} points ({time.perf_counter() - t0:.0f} s)", flush=True)
     out = {"sigma": args.sigma, "seeds": args.seeds, "radii": radii.tolist(), "fixed_table": fixed.tolist(),
            "rows": rows, "seconds": time.perf_counter() - t0, "loadavg": os.getloadavg()}
-    stem = OUT / f"grid-sim.sigma{args.sigma}"
-    atomic_write_bytes(stem.with_suffix(".json"), (json.dumps(out, indent=1) + "\n").encode())
+    stem = f"grid-sim.sigma{args.sigma}"
+    atomic_write_bytes(OUT / f"{stem}.json", (json.dumps(out, indent=1) + "\n").encode())
     md = [f"# The mixture's final share on the MNIST grid, simulated (sigma = {args.sigma})", "",
           f"500 images, pA from the fixed-N counts, {args.seeds} seeds averaged, N = n_max = {N}, alpha = {ALPHA}; "
           "fixed N simulated on the same pA. Written by `python experiments/sim_sequential_grid.py "
@@ -121,7 +121,7 @@ def main() -> None:
           "| fixed N | 100000 | " + " | ".join(f"{v:.1f}" for v in fixed) + " |"]
     md += [f"| final share {r['final_share']:g} | {r['mean_samples']:.0f} | "
            + " | ".join(f"{v:.1f}" for v in r["table"]) + " |" for r in rows]
-    atomic_write_bytes(stem.with_suffix(".md"), ("\n".join(md) + "\n").encode())
+    atomic_write_bytes(OUT / f"{stem}.md", ("\n".join(md) + "\n").encode())
 
 
 if __name__ == "__main__":
