@@ -8,7 +8,9 @@ given cA -- and the library's ``StoppingRule`` runs on them over the grid radii 
 bench_sequential.py, for each --shares value (``BetaMixture`` with that ``final_share``; the
 other settings the defaults). The fixed-N side is simulated on the same pA (Bin(N, pA), CP at
 alpha), so both tables carry the same sampling noise; --seeds repetitions are averaged. Incorrect
-predictions run too (they cost samples) but count for no cell, as in the real table.
+predictions run too (they cost samples) but count for no cell, as in the real table. Also the
+floor: the mean over images of min(N, log(1/alpha) / KL(pA || t)), Wald's SPRT of pA against the
+threshold t of the image's logged fixed-N level (0 for an abstention), which knows pA.
 
 Writes experiments/results/sequential/grid-sim.sigma{s}.{json,md}:
 
@@ -94,6 +96,12 @@ def main() -> None:
     fixed = np.mean([table(np.searchsorted(thresholds, clopper_pearson_lower(
         np.random.default_rng([seed, 1]).binomial(N, p), N, ALPHA), side="right") - 1, correct, len(radii))
         for seed in range(args.seeds)], axis=0)
+    level = np.searchsorted(thresholds, norm.cdf(radius / args.sigma), side="right") - 1  # the logged levels
+    t = thresholds[np.maximum(level, 0)]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kl = np.nan_to_num(p * np.log(p / t)) + np.nan_to_num((1 - p) * np.log((1 - p) / (1 - t)))
+    oracle = float(np.mean(np.where(level >= 0, np.minimum(N, math.log(1 / ALPHA) / kl), 0.0)))
+    print(f"oracle SPRT (knows pA, certifies the logged level, free futility): {oracle:.0f} mean samples", flush=True)
     rows = []
     for w in args.shares:
         cs = BetaMixture.create(N, ALPHA, final_share=w)
@@ -108,6 +116,7 @@ def main() -> None:
         print(f"final share {w}: mean samples {rows[-1]['mean_samples']:.0f}, "
               f"largest loss {rows[-1]['max_loss_points']:.2f} points ({time.perf_counter() - t0:.0f} s)", flush=True)
     out = {"sigma": args.sigma, "seeds": args.seeds, "radii": radii.tolist(), "fixed_table": fixed.tolist(),
+           "oracle_mean_samples": oracle,
            "rows": rows, "seconds": time.perf_counter() - t0, "loadavg": os.getloadavg()}
     stem = f"grid-sim.sigma{args.sigma}"
     atomic_write_bytes(OUT / f"{stem}.json", (json.dumps(out, indent=1) + "\n").encode())
@@ -115,7 +124,9 @@ def main() -> None:
           f"500 images, pA from the fixed-N counts, {args.seeds} seeds averaged, N = n_max = {N}, alpha = {ALPHA}; "
           "fixed N simulated on the same pA. Written by `python experiments/sim_sequential_grid.py "
           f"--sigma {args.sigma} --seeds {args.seeds} --shares {' '.join(f'{w:g}' for w in args.shares)}` "
-          f"({out['seconds']:.0f} s, load {out['loadavg'][0]:.2f}).", "",
+          f"({out['seconds']:.0f} s, load {out['loadavg'][0]:.2f}). Oracle (Wald's SPRT of each image's pA against the "
+          f"threshold of its logged fixed-N level, knowing pA, no cost for ruling out the next level): {oracle:.0f} "
+          "mean samples.", "",
           "| | mean samples | " + " | ".join(f"r = {r:g}" for r in radii) + " |",
           "|---|---|" + "---|" * len(radii),
           "| fixed N | 100000 | " + " | ".join(f"{v:.1f}" for v in fixed) + " |"]

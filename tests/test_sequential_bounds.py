@@ -343,6 +343,13 @@ def test_the_first_failing_band_decides_the_bound():
     t = np.array([0.75, 0.8, 0.85, 0.95])
     lv = banded.level(s, 0, t)
     assert np.array_equal(lv, np.searchsorted(t, L, side="right") - 1)
+    # 40 successes in 40: KT alone rejects 0.81, but the uniform prior of band 0 does not reject
+    # 0.8, so the banded bound must not certify 0.81 (it stays at band 0's own bound, below 0.8)
+    banded40 = BetaMixture(np.array([40]), 0.001, banded.priors, banded.cuts)
+    s40 = np.array([40])
+    assert BetaMixture(np.array([40]), 0.001, ((0.5, 0.5),), ()).reaches(s40, 40, 0.81)[0]
+    assert not BetaMixture(np.array([40]), 0.001, ((1.0, 1.0),), ()).reaches(s40, 40, 0.8)[0]
+    assert banded40.level(s40, 0, np.array([0.5, 0.81])).tolist() == [0] and banded40.lower(s40, 0)[0] < 0.8
 
 
 @pytest.mark.parametrize("n_max, final", [(5000, False), (5000, True)])
