@@ -490,21 +490,30 @@ class BetaMixture:
 
     def lower_at(self, nA: np.ndarray, n: int, mirror: bool = False, rtol: float = 0.0) -> np.ndarray:
         """L_n for counts ``nA`` at n samples (module docstring: each band's bound L^(j), at n_max
-        raised to CP at the final share; L_n = max(cuts[j-1], L^(j)) for the first band j whose
-        L^(j) stays below its top), never above it. ``mirror``: the same for the failures (the
-        bound 1 - U_n, with the bands and priors mirrored)."""
+        raised to CP at the final share; L_n = max(cuts[j-1], L^(j)) for the first band j that
+        does not reject its top), never above it. One bisection per count, in its own band: a
+        band's top is asked with one evaluation (``_hit``). ``mirror``: the same for the failures
+        (the bound 1 - U_n, with the bands and priors mirrored)."""
         s = np.asarray(nA, dtype=np.int64)
         priors, cuts = self.priors, self.cuts
         if mirror:
             priors, cuts = tuple(p[::-1] for p in priors[::-1]), tuple(1.0 - c for c in cuts[::-1])
-        bounds = [self._bisect(s, n, prior, rtol) for prior in priors]
         cp = self._final_cp(s, n)
-        if cp is not None:
-            bounds = [np.maximum(b, cp) for b in bounds]
-        out = bounds[-1] if not cuts else np.maximum(bounds[-1], cuts[-1])
-        for j in range(len(cuts) - 1, -1, -1):  # downwards, so that the first failing band decides
-            floor = cuts[j - 1] if j > 0 else 0.0
-            out = np.where(bounds[j] < cuts[j], np.maximum(bounds[j], floor), out)
+        out = np.zeros(s.shape)
+        todo = np.ones(s.shape, dtype=bool)  # counts whose band is not found yet
+        for j, prior in enumerate(priors):
+            here = todo.copy()
+            if j < len(cuts):  # counts whose band j rejects its top go on to band j + 1
+                passes = self._hit(s.astype(np.float64), n, cuts[j], prior)
+                here &= ~(passes if cp is None else passes | (cp >= cuts[j]))
+            if here.any():
+                bound = self._bisect(s[here], n, prior, rtol)
+                if cp is not None:
+                    bound = np.maximum(bound, cp[here])
+                out[here] = np.maximum(bound, cuts[j - 1] if j > 0 else 0.0)
+            todo &= ~here
+            if not todo.any():
+                break
         return out
 
     def lower(self, nA: np.ndarray, k: int) -> np.ndarray:
