@@ -31,10 +31,11 @@ The committed results: grid and single at both sigmas on all 500 images (sigma 0
 processes, --images 300 and --start 300), wallclock with --wallclock-images 10, nogrid with
 --nogrid-images 40 (results/sequential/run*.log are the console logs) -- the second release's
 logs gauss-sigma{s}.{mode}.tsv; since issue 26 a run logs to gauss-sigma{s}.{mode}.{sequence}.tsv
-(``--sequence``): single radius at both sigmas on all 500 images and grid at sigma 0.25 on the
-first 100 (--images 100) with mixture and with today's cp-geometric. Today's cp-geometric
-reproduces the second release's single-radius logs exactly, but not its grid log (9018 against
-6492 mean samples on the same first 100 images, same seeds; not explained here).
+(``--sequence``): grid and single radius at both sigmas on all 500 images with the mixture and with
+today's cp-geometric (the issue's first mixture, one prior Beta(1, 3/4) and no look at n_max, in
+gauss-sigma{s}.{mode}.mixture-beta1-0.75.tsv, ``HISTORICAL``). Today's cp-geometric reproduces the
+second release's single-radius logs and its sigma 0.5 grid log, but not its sigma 0.25 grid log
+(experiments/README.md: that log came from uncommitted code).
 
 ``--bernoulli`` (issue 26): expected estimation samples on Bernoulli(pA) streams, no model. Cells:
 pA in {0.7, 0.99, 0.999, 0.9999} x target radius 0.5 / 0.8 / 0.9 of the true radius
