@@ -23,29 +23,24 @@ import json
 import math
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 from scipy.stats import norm
 
+from bench_sequential import FIXED, OUT, grid_for, read_log
 from smoothcert.logs import atomic_write_bytes
 from smoothcert.noise import GaussianNoise
 from smoothcert.sequential import BetaMixture, StoppingRule
 from smoothcert.stats import clopper_pearson_lower
 
-ROOT = Path(__file__).resolve().parent
-FIXED = ROOT / "results" / "mnist" / "full"
-OUT = ROOT / "results" / "sequential"
 N, ALPHA = 100_000, 0.001
 
 
 def fixed_counts(sigma: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(nA, correct, radius) of the fixed-N log: nA the smallest count whose CP bound at alpha
     gives the logged radius (4 decimals) -- bisection on the monotone bound."""
-    rows = [ln.split("\t") for ln in (FIXED / f"gauss-sigma{sigma}.tsv").read_text().splitlines() if ln.strip()]
-    col = {name: i for i, name in enumerate(rows[0])}
-    radius = np.array([float(r[col["radius"]]) for r in rows[1:]])
-    correct = np.array([r[col["correct"]] == "1" for r in rows[1:]])
+    log = read_log(FIXED / f"gauss-sigma{sigma}.tsv")
+    radius, correct = log["radius"], log["correct"] == 1
     target = norm.cdf(radius / sigma) - 1e-7
     lo, hi = np.zeros(len(radius), dtype=np.int64), np.full(len(radius), N, dtype=np.int64)
     while np.any(lo < hi):
@@ -90,7 +85,7 @@ def main() -> None:
     t0 = time.perf_counter()
     nA, correct, radius = fixed_counts(args.sigma)
     p = nA / N
-    radii = np.arange(0.0, math.floor(radius.max() / 0.25) * 0.25 + 1e-9, 0.25)
+    radii = grid_for(args.sigma)
     noise = GaussianNoise(args.sigma)
     thresholds = np.array([noise.p_lower_needed(float(r)) for r in radii])
     fixed = np.mean([table(np.searchsorted(thresholds, clopper_pearson_lower(

@@ -409,6 +409,11 @@ class BetaMixture:
     def spent(self) -> Fraction:
         return sum((Fraction(v) for v in self.levels), Fraction(0))
 
+    def band(self, p: np.ndarray | float) -> np.ndarray:
+        """The band j of each threshold p: c_{j-1} < p <= c_j (a threshold on a cut belongs to the
+        band below, whose test decides whether the cut itself is reached)."""
+        return np.searchsorted(np.asarray(self.cuts), p, side="left")
+
     def _final_cp(self, nA: np.ndarray, n: int) -> np.ndarray | None:
         """The Clopper–Pearson lower bound at the final share, where n is n_max (None elsewhere)."""
         if self.levels[1] == 0 or n != self.n_max:
@@ -425,7 +430,7 @@ class BetaMixture:
         CP >= p."""
         s = np.asarray(nA, dtype=np.float64)
         p = np.asarray(p, dtype=np.float64)
-        band = np.searchsorted(np.asarray(self.cuts), p, side="left")  # p in (c_{j-1}, c_j]
+        band = self.band(p)
         out = np.zeros(np.broadcast(s, p).shape, dtype=bool)
         passed = np.ones(s.shape, dtype=bool)  # every band below j rejected its top
         for j, prior in enumerate(self.priors):
@@ -499,12 +504,13 @@ class BetaMixture:
         if mirror:
             priors, cuts = tuple(p[::-1] for p in priors[::-1]), tuple(1.0 - c for c in cuts[::-1])
         cp = self._final_cp(s, n)
+        s_float = s.astype(np.float64)
         out = np.zeros(s.shape)
         todo = np.ones(s.shape, dtype=bool)  # counts whose band is not found yet
         for j, prior in enumerate(priors):
             here = todo.copy()
             if j < len(cuts):  # counts whose band j rejects its top go on to band j + 1
-                passes = self._hit(s.astype(np.float64), n, cuts[j], prior)
+                passes = self._hit(s_float, n, cuts[j], prior)
                 here &= ~(passes if cp is None else passes | (cp >= cuts[j]))
             if here.any():
                 bound = self._bisect(s[here], n, prior, rtol)
@@ -552,7 +558,7 @@ class BetaMixture:
         PREDICT's at a fixed n (Hung & Fithian 2019, as in Cohen et al. 2019, Theorem 2), wrong
         with probability <= alpha_f: the two sum to <= alpha."""
         c1, c2 = np.asarray(c1, dtype=np.int64), np.asarray(c2, dtype=np.int64)
-        prior = self.priors[int(np.searchsorted(np.asarray(self.cuts), 0.5, side="left"))]
+        prior = self.priors[int(self.band(0.5))]
         level = -math.log(self.levels[0] / max(int(num_classes) - 1, 1)) + LOG_MARGIN
         out = (c1 > c2) & (log_mixture(c1, c1 + c2, 0.5, *prior) >= level)
         if self.levels[1] > 0 and k == len(self.looks) - 1:
